@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each installs what is missing
+# into ./.venv first (torch comes from the machine's local wheels), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean-demo system-deps
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages some tests need (headless Chromium renders the stats report).
+system-deps:
+	@bash scripts/system_deps.sh
+
+demo: install
+	$(PY) -m curate.demo
+
+test: install system-deps
+	$(VENV)/bin/ruff check curate tests benchmarks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check curate tests benchmarks
+	$(VENV)/bin/ruff format --check curate tests benchmarks || true
+
+clean-demo:
+	rm -rf demo_out

@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class CurateError(Exception):
+    """Base class for errors that are the user's input, not a bug in curate."""
+
+
+class ConfigError(CurateError):
+    """A pipeline config, filter spec or metadata file is malformed."""
+
+
+class PoolError(CurateError):
+    """A pool is missing a table a stage needs, or holds something unexpected."""
+
+
+class ModelNotFoundError(CurateError):
+    """A model is not available offline; the message says what to download and where."""
+
+
+class StageFailed(CurateError):
+    """Some shards of a stage still failed after their retries."""
+
+    def __init__(self, stage: str, failed: dict[str, str]) -> None:
+        self.stage = stage
+        self.failed = failed
+        names = ", ".join(sorted(failed)[:10]) + (" …" if len(failed) > 10 else "")
+        super().__init__(f"{stage}: {len(failed)} shard(s) failed: {names}")

@@ -1,0 +1,1 @@
+"""Model loading (open_clip names, hf-hub ids, local checkpoints) and curate's own configs."""

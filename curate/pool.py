@@ -1,0 +1,177 @@
+"""The pool store: one directory (local or object store) that every stage reads and writes.
+
+Contract (docs/architecture.md):
+- a shard's output is written under a temporary name and made visible in one step (rename on
+  local disks); on object stores, where a PUT is already all-or-nothing per object, the
+  completion marker written last is what makes a shard count as done;
+- `_done/<stage>/<shard>.json` holds the shard's stats; a shard without a marker is not done,
+  whatever else lies on disk, so a killed worker never leaves something taken as finished;
+- `reports/<stage>.json` is the merged statistics of a stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_MARK = ".tmp-"
+
+
+class Pool:
+    """A pool directory addressed by a local path or URL (s3://, gs://, memory://, file://)."""
+
+    def __init__(self, root: str) -> None:
+        self.url = str(root).rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.root = self.root.rstrip("/") or "/"
+        self.is_local = "file" in _protocols(self.fs)
+
+    # Pool objects travel to Ray workers; the filesystem object is rebuilt there.
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Pool, (self.url,))
+
+    def __repr__(self) -> str:
+        return f"Pool({self.url!r})"
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no protocol) of a location inside the pool."""
+        return posixpath.join(self.root, *parts)
+
+    def uri(self, *parts: str) -> str:
+        """Full URL of a location, usable by other fsspec/pyarrow readers."""
+        if self.is_local:
+            return self.path(*parts)
+        return self.fs.unstrip_protocol(self.path(*parts))
+
+    # ---------------------------------------------------------------- basic io
+    def exists(self, *parts: str) -> bool:
+        return bool(self.fs.exists(self.path(*parts)))
+
+    def makedirs(self, *parts: str) -> None:
+        self.fs.makedirs(self.path(*parts), exist_ok=True)
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Names (not paths) directly under a directory, sorted; temporaries excluded."""
+        where = self.path(*parts)
+        if not self.fs.exists(where):
+            return []
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(where, detail=False)]
+        return sorted(n for n in names if TMP_MARK not in n)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Pool-relative paths matching a glob, sorted; temporaries excluded."""
+        found = self.fs.glob(self.path(pattern))
+        prefix = self.root.rstrip("/") + "/"
+        return sorted(p[len(prefix) :] for p in found if TMP_MARK not in posixpath.basename(p))
+
+    def open(self, rel: str, mode: str = "rb") -> Any:
+        return self.fs.open(self.path(rel), mode)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.open(rel, "rb") as fh:
+            return fh.read()
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def remove(self, rel: str, recursive: bool = False) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=recursive)
+
+    @contextlib.contextmanager
+    def open_atomic(self, rel: str) -> Iterator[Any]:
+        """Write a file that appears under its final name only once fully written."""
+        final = self.path(rel)
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        if not self.is_local:
+            # An object PUT is all-or-nothing; completion is signalled by the marker.
+            with self.fs.open(final, "wb") as fh:
+                yield fh
+            return
+        tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                yield fh
+            self.fs.mv(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm(tmp)
+            raise
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.open_atomic(rel) as fh:
+            fh.write(data)
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+    def write_parquet(self, rel: str, table: pa.Table, **kwargs: Any) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, **kwargs)
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.open(rel, "rb") as fh:
+            return pq.read_table(fh, columns=columns)
+
+    def read_parquet_dir(self, rel_dir: str, columns: list[str] | None = None) -> pa.Table:
+        """Concatenate every parquet file directly under a directory, in name order."""
+        files = [f for f in self.listdir(rel_dir) if f.endswith(".parquet")]
+        if not files:
+            raise FileNotFoundError(self.uri(rel_dir))
+        tables = [self.read_parquet(posixpath.join(rel_dir, f), columns) for f in files]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def cleanup_temporaries(self, rel_dir: str = "") -> int:
+        """Remove files a crashed writer left under temporary names; returns how many."""
+        leftovers = [p for p in self.fs.find(self.path(rel_dir)) if TMP_MARK in posixpath.basename(p)]
+        for p in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(p)
+        return len(leftovers)
+
+    # ------------------------------------------------------- completion markers
+    @staticmethod
+    def marker_rel(stage: str, shard: str) -> str:
+        return f"_done/{stage}/{shard}.json"
+
+    def is_done(self, stage: str, shard: str) -> bool:
+        return self.exists(self.marker_rel(stage, shard))
+
+    def mark_done(self, stage: str, shard: str, stats: dict[str, Any]) -> None:
+        self.write_json(self.marker_rel(stage, shard), stats)
+
+    def done_shards(self, stage: str) -> dict[str, dict[str, Any]]:
+        """Stats of every finished shard of a stage, by shard id."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.listdir("_done", stage):
+            if name.endswith(".json"):
+                out[name[: -len(".json")]] = self.read_json(f"_done/{stage}/{name}")
+        return out
+
+    def clear_stage(self, stage: str) -> None:
+        """Forget a stage's completion (its markers and report), so it runs again."""
+        self.remove(f"_done/{stage}", recursive=True)
+        self.remove(f"reports/{stage}.json")
+
+    # ------------------------------------------------------------------ reports
+    def write_report(self, stage: str, report: dict[str, Any]) -> None:
+        self.write_json(f"reports/{stage}.json", report)
+
+    def read_report(self, stage: str) -> dict[str, Any] | None:
+        rel = f"reports/{stage}.json"
+        return self.read_json(rel) if self.exists(rel) else None
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    proto = fs.protocol
+    return {proto} if isinstance(proto, str) else set(proto)

@@ -1,0 +1,173 @@
+"""Download shards: img2dataset's webdataset layout, the contract between download and later stages.
+
+    shards/00000000.tar          {key}.jpg, {key}.txt, {key}.json per successful sample
+    shards/00000000.parquet      one row per candidate (successes and failures), SHARD_SCHEMA
+    shards/00000000_stats.json   img2dataset-style counts (status_dict, successes, failed_to_*)
+
+With output_format "parquet" the images live in the .parquet's `jpg` column and there is no tar.
+Only shards with a `_done/download/<shard>.json` marker are complete; readers list shards that way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.pool import Pool
+
+SHARD_DIR = "shards"
+DOWNLOAD_STAGE = "download"
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("uid", pa.string()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("status", pa.string()),
+        ("error_message", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("original_width", pa.int32()),
+        ("original_height", pa.int32()),
+        ("sha256", pa.string()),
+    ]
+)
+
+
+def shard_name(index: int) -> str:
+    return f"{index:08d}"
+
+
+@dataclass
+class SampleRow:
+    key: str
+    uid: str
+    url: str
+    caption: str
+    status: str
+    error_message: str | None = None
+    width: int | None = None
+    height: int | None = None
+    original_width: int | None = None
+    original_height: int | None = None
+    sha256: str | None = None
+    image: bytes | None = None  # encoded image; present only when status == "success"
+    extension: str = "jpg"
+    extra: dict[str, Any] | None = None  # carried into the sample's .json (e.g. page_url, lang)
+
+
+class ShardWriter:
+    """Collects one shard's rows and writes tar/parquet/stats atomically on close()."""
+
+    def __init__(self, pool: Pool, shard_id: str, output_format: str = "webdataset") -> None:
+        if output_format not in ("webdataset", "parquet"):
+            raise ValueError(f"unknown output_format {output_format!r}")
+        self.pool = pool
+        self.shard_id = shard_id
+        self.output_format = output_format
+        self.rows: list[SampleRow] = []
+
+    def add(self, row: SampleRow) -> None:
+        self.rows.append(row)
+
+    def _table(self) -> pa.Table:
+        cols: dict[str, list[Any]] = {f.name: [] for f in SHARD_SCHEMA}
+        for r in self.rows:
+            for name in cols:
+                cols[name].append(getattr(r, name))
+        table = pa.table(cols, schema=SHARD_SCHEMA)
+        if self.output_format == "parquet":
+            table = table.append_column("jpg", pa.array([r.image for r in self.rows], pa.binary()))
+        return table
+
+    def _tar_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for r in self.rows:
+                if r.status != "success" or r.image is None:
+                    continue
+                meta = {
+                    "key": r.key, "uid": r.uid, "url": r.url, "caption": r.caption, "status": r.status,
+                    "width": r.width, "height": r.height, "original_width": r.original_width,
+                    "original_height": r.original_height, "sha256": r.sha256, **(r.extra or {}),
+                }
+                for ext, data in (
+                    (r.extension, r.image),
+                    ("txt", r.caption.encode("utf-8")),
+                    ("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")),
+                ):
+                    info = tarfile.TarInfo(f"{r.key}.{ext}")
+                    info.size = len(data)
+                    info.mtime = 0  # reproducible shards
+                    tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def close(self, stats: dict[str, Any]) -> None:
+        """Write the shard; the tar goes first so the parquet never names a missing tar."""
+        if self.output_format == "webdataset":
+            self.pool.write_bytes(f"{SHARD_DIR}/{self.shard_id}.tar", self._tar_bytes())
+        self.pool.write_parquet(f"{SHARD_DIR}/{self.shard_id}.parquet", self._table())
+        self.pool.write_json(f"{SHARD_DIR}/{self.shard_id}_stats.json", stats)
+
+
+def list_shards(pool: Pool) -> list[str]:
+    """Ids of complete download shards (those with a completion marker), sorted."""
+    return sorted(pool.done_shards(DOWNLOAD_STAGE))
+
+
+def read_shard_table(pool: Pool, shard_id: str, columns: list[str] | None = None) -> pa.Table:
+    """The shard's per-candidate table (without image bytes unless `jpg` is asked for)."""
+    rel = f"{SHARD_DIR}/{shard_id}.parquet"
+    if columns is None:
+        with pool.open(rel) as fh:
+            names = [n for n in pq.ParquetFile(fh).schema_arrow.names if n != "jpg"]
+        columns = names
+    return pool.read_parquet(rel, columns=columns)
+
+
+def iter_shard_samples(pool: Pool, shard_id: str) -> Iterator[dict[str, Any]]:
+    """Successful samples of a shard: {key, uid, caption, image (bytes), ext, meta}."""
+    tar_rel = f"{SHARD_DIR}/{shard_id}.tar"
+    if pool.exists(tar_rel):
+        with pool.open(tar_rel) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            current: dict[str, Any] = {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.rpartition(".")
+                if current and current.get("key") != key:
+                    yield _finish(current)
+                    current = {}
+                current["key"] = key
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if ext == "json":
+                    current["meta"] = json.loads(data)
+                elif ext == "txt":
+                    current["caption"] = data.decode("utf-8")
+                else:
+                    current["image"] = data
+                    current["ext"] = ext
+            if current:
+                yield _finish(current)
+        return
+    table = pool.read_parquet(f"{SHARD_DIR}/{shard_id}.parquet")
+    for row in table.to_pylist():
+        if row["status"] == "success" and row.get("jpg") is not None:
+            image = row.pop("jpg")
+            yield {"key": row["key"], "uid": row["uid"], "caption": row["caption"], "image": image,
+                   "ext": "jpg", "meta": row}
+
+
+def _finish(sample: dict[str, Any]) -> dict[str, Any]:
+    meta = sample.get("meta", {})
+    sample.setdefault("caption", meta.get("caption", ""))
+    sample["uid"] = meta.get("uid")
+    return sample
