@@ -1,0 +1,130 @@
+"""The whole pipeline over one pool: stages in order, each resuming where it stopped.
+
+The resolved config is written to <pool>/pipeline.yaml with a hash per stage section. A stage that
+already finished under a different section hash is not silently re-used or mixed: the run stops and
+says which stage changed, unless the caller asks to redo changed stages (and everything after them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from curate.config import PipelineConfig
+from curate.errors import ConfigError, CurateError
+from curate.pool import Pool
+from curate.progress import console
+
+STAGES: tuple[str, ...] = ("ingest", "download", "score", "dedup", "filter", "balance", "export", "stats")
+STAGE_MODULES = {stage: f"curate.stages.{stage}" for stage in STAGES}
+STAGE_MODULES["stats"] = "curate.stats"
+PIPELINE_FILE = "pipeline.yaml"
+
+
+def section_hash(section: BaseModel | None) -> str | None:
+    if section is None:
+        return None
+    canonical = json.dumps(section.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    canonical = json.dumps(cfg.model_dump(mode="json", exclude={"ray_address"}), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def select_stages(cfg: PipelineConfig, start: str | None, stop: str | None) -> list[str]:
+    for name, value in (("--from", start), ("--to", stop)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"{name}: unknown stage {value!r}; stages are {', '.join(STAGES)}")
+    lo = STAGES.index(start) if start else 0
+    hi = STAGES.index(stop) if stop else len(STAGES) - 1
+    if lo > hi:
+        raise ConfigError(f"--from {start} comes after --to {stop}")
+    return [s for s in STAGES[lo : hi + 1] if getattr(cfg, s) is not None]
+
+
+def read_recorded(pool: Pool) -> dict[str, Any]:
+    if not pool.exists(PIPELINE_FILE):
+        return {}
+    return yaml.safe_load(pool.read_bytes(PIPELINE_FILE)) or {}
+
+
+def stage_finished(pool: Pool, stage: str) -> bool:
+    """A stage counts as finished once its report exists and names no failed shards."""
+    report = pool.read_report(stage)
+    return bool(report) and not report.get("shards_failed")
+
+
+def check_changed_stages(pool: Pool, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+    """Stages that finished under a different config than `cfg` asks for."""
+    recorded = read_recorded(pool).get("stage_hashes", {})
+    changed = []
+    for stage in stages:
+        old = recorded.get(stage)
+        if old is not None and old != section_hash(getattr(cfg, stage)) and stage_finished(pool, stage):
+            changed.append(stage)
+    return changed
+
+
+def record_config(pool: Pool, cfg: PipelineConfig, stages_done: list[str]) -> None:
+    recorded = read_recorded(pool)
+    hashes = dict(recorded.get("stage_hashes", {}))
+    for stage in stages_done:
+        hashes[stage] = section_hash(getattr(cfg, stage))
+    doc = {
+        "config_hash": config_hash(cfg),
+        "stage_hashes": hashes,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.model_dump(mode="json"),
+    }
+    pool.write_bytes(PIPELINE_FILE, yaml.safe_dump(doc, sort_keys=False).encode())
+
+
+def stage_runner(stage: str) -> Callable[..., Any]:
+    module = importlib.import_module(STAGE_MODULES[stage])
+    return module.run
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    start: str | None = None,
+    stop: str | None = None,
+    ray_address: str | None = None,
+    redo_changed: bool = False,
+) -> dict[str, Any]:
+    """Run the configured stages in order; returns {stage: report}."""
+    pool = Pool(cfg.pool)
+    stages = select_stages(cfg, start, stop)
+    if not stages:
+        raise ConfigError("no configured stage in the selected range")
+    changed = check_changed_stages(pool, cfg, stages)
+    if changed and not redo_changed:
+        raise CurateError(
+            f"stage(s) {', '.join(changed)} already finished in {pool.url} with a different config; "
+            "re-run with --redo-changed to redo them and the stages after them, or use a new pool"
+        )
+    if changed:
+        first = min(STAGES.index(s) for s in changed)
+        for stage in STAGES[first:]:
+            if stage in stages:
+                pool.clear_stage(stage)
+    address = ray_address or cfg.ray_address
+    reports: dict[str, Any] = {}
+    started = time.time()
+    for stage in stages:
+        console.print(f"[bold]== {stage}[/bold]")
+        t0 = time.time()
+        reports[stage] = stage_runner(stage)(pool, getattr(cfg, stage), ray_address=address)
+        record_config(pool, cfg, [stage])
+        console.print(f"== {stage} done in {time.time() - t0:.1f}s")
+    console.print(f"pipeline {cfg.name!r}: {len(stages)} stage(s) in {time.time() - started:.1f}s; pool: {pool.url}")
+    return reports

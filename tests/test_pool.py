@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from curate.pool import TMP_MARK, Pool
+
+
+@pytest.fixture(params=["local", "memory"])
+def pool(request, tmp_path):
+    if request.param == "local":
+        return Pool(str(tmp_path / "pool"))
+    import uuid
+
+    return Pool(f"memory://pool-{uuid.uuid4().hex}")
+
+
+def test_write_and_read_roundtrip(pool):
+    pool.write_json("reports/x.json", {"a": 1})
+    assert pool.read_json("reports/x.json") == {"a": 1}
+    table = pa.table({"uid": ["a" * 32, "b" * 32], "v": [1.0, 2.0]})
+    pool.write_parquet("scores/s/00000000.parquet", table)
+    pool.write_parquet("scores/s/00000001.parquet", table)
+    assert pool.read_parquet_dir("scores/s").num_rows == 4
+    assert pool.listdir("scores/s") == ["00000000.parquet", "00000001.parquet"]
+    assert pool.glob("scores/*/*.parquet") == ["scores/s/00000000.parquet", "scores/s/00000001.parquet"]
+
+
+def test_markers_and_reports(pool):
+    assert not pool.is_done("stage", "00000000")
+    pool.mark_done("stage", "00000000", {"samples": 3})
+    assert pool.is_done("stage", "00000000")
+    assert pool.done_shards("stage") == {"00000000": {"samples": 3}}
+    pool.write_report("stage", {"ok": True})
+    assert pool.read_report("stage") == {"ok": True}
+    pool.clear_stage("stage")
+    assert pool.done_shards("stage") == {} and pool.read_report("stage") is None
+
+
+def test_failed_atomic_write_leaves_nothing_visible(tmp_path):
+    pool = Pool(str(tmp_path / "pool"))
+    with pytest.raises(RuntimeError), pool.open_atomic("shards/00000000.tar") as fh:
+        fh.write(b"partial")
+        raise RuntimeError("worker crashed")
+    assert not pool.exists("shards/00000000.tar")
+    assert pool.listdir("shards") == []
+
+
+def test_temporaries_are_invisible_and_cleaned(tmp_path):
+    pool = Pool(str(tmp_path / "pool"))
+    pool.write_bytes("shards/00000000.tar", b"done")
+    os.makedirs(tmp_path / "pool" / "shards", exist_ok=True)
+    (tmp_path / "pool" / "shards" / f"00000001.tar{TMP_MARK}abc").write_bytes(b"half")
+    assert pool.listdir("shards") == ["00000000.tar"]
+    assert pool.glob("shards/*") == ["shards/00000000.tar"]
+    assert pool.cleanup_temporaries() == 1
+    assert sorted(os.listdir(tmp_path / "pool" / "shards")) == ["00000000.tar"]
+
+
+def test_pool_pickles_by_url(tmp_path):
+    import pickle
+
+    pool = Pool(str(tmp_path / "pool"))
+    clone = pickle.loads(pickle.dumps(pool))
+    assert clone.url == pool.url and clone.root == pool.root
