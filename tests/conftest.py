@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+pytest_plugins = ["tests.reliability_plugin"]
+
 
 @pytest.fixture(scope="session")
 def ray_runtime():
