@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean-demo system-deps
+.PHONY: install demo test lint bench clean-demo system-deps reliability-doc
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check curate tests benchmarks
 	$(VENV)/bin/ruff format --check curate tests benchmarks || true
+
+reliability-doc: install
+	CURATE_RELIABILITY_OUT=docs/reliability.md $(PY) -m pytest -q -m fault
 
 clean-demo:
 	rm -rf demo_out

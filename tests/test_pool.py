@@ -39,6 +39,7 @@ def test_markers_and_reports(pool):
     assert pool.done_shards("stage") == {} and pool.read_report("stage") is None
 
 
+@pytest.mark.fault("pool", "a writer crashes half-way through a shard file", "nothing appears under the final name")
 def test_failed_atomic_write_leaves_nothing_visible(tmp_path):
     pool = Pool(str(tmp_path / "pool"))
     with pytest.raises(RuntimeError), pool.open_atomic("shards/00000000.tar") as fh:
@@ -48,6 +49,7 @@ def test_failed_atomic_write_leaves_nothing_visible(tmp_path):
     assert pool.listdir("shards") == []
 
 
+@pytest.mark.fault("pool", "a killed worker leaves a temporary file", "readers never list it; cleanup_temporaries removes it")
 def test_temporaries_are_invisible_and_cleaned(tmp_path):
     pool = Pool(str(tmp_path / "pool"))
     pool.write_bytes("shards/00000000.tar", b"done")
