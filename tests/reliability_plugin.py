@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-_results: dict[str, dict[str, str]] = {}
+_results: dict[str, dict] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,12 +24,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     if marker is None or call.when != "call":
         return
     stage, fault, outcome = marker.args
-    passed = call.excinfo is None
-    _results[item.nodeid] = {"stage": stage, "fault": fault, "outcome": outcome,
-                             "result": "passed" if passed else "FAILED", "test": item.nodeid}
+    test = item.nodeid.split("[", 1)[0]  # parametrized cases share one row
+    row = _results.setdefault(test, {"stage": stage, "fault": fault, "outcome": outcome, "test": test,
+                                     "passed": 0, "total": 0})
+    row["total"] += 1
+    row["passed"] += call.excinfo is None
 
 
-def render(results: dict[str, dict[str, str]]) -> str:
+def render(results: dict[str, dict]) -> str:
     lines = [
         "# Reliability: faults and bad inputs tried",
         "",
@@ -40,7 +42,9 @@ def render(results: dict[str, dict[str, str]]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in sorted(results.values(), key=lambda r: (r["stage"], r["test"])):
-        lines.append(f"| {r['stage']} | {r['fault']} | {r['outcome']} | `{r['test']}` | {r['result']} |")
+        verdict = "passed" if r["passed"] == r["total"] else "FAILED"
+        cases = f" ({r['passed']}/{r['total']} cases)" if r["total"] > 1 else ""
+        lines.append(f"| {r['stage']} | {r['fault']} | {r['outcome']} | `{r['test']}` | {verdict}{cases} |")
     return "\n".join(lines) + "\n"
 
 
