@@ -71,12 +71,23 @@ class BalanceConfig(Section):
 
 
 class ExportConfig(Section):
-    subset: str | None = None
-    samples_per_shard: int = Field(10_000, ge=1)
+    subset: str | None = Field(
+        None, description="subset name (subsets/<name>, balanced/<name>), a directory, or a uids.npy/uids.parquet path"
+    )
+    name: str | None = Field(None, description="exports/<name>/; default: the subset's name")
+    samples_per_shard: int = Field(10_000, ge=1, description="samples per output webdataset shard")
+    shuffle_buffer: int = Field(0, ge=0, description="samples held in a seeded shuffle buffer per task; 0: keep order")
+    seed: int = Field(0, description="seed of the shuffle buffer")
+    with_images_parquet: bool = Field(False, description="also write images/NNNNNNNN.parquet with the image bytes")
 
 
 class StatsConfig(Section):
-    pass
+    histogram_bins: int = Field(40, ge=2, le=1000, description="bins per score histogram")
+    max_rows: int = Field(2_000_000, ge=1000, description="rows sampled (seeded) for histograms beyond this size")
+    grid_samples: int = Field(8, ge=1, le=64, description="images shown on each side of a threshold cut")
+    thumbnail_size: int = Field(96, ge=16, le=512, description="longest side of grid thumbnails, pixels")
+    top_errors: int = Field(15, ge=1, description="download error messages listed")
+    seed: int = Field(0, description="seed of the row sample")
 
 
 class PipelineConfig(Section):

@@ -1,0 +1,109 @@
+"""Resolve what to export: a filter subset, a balanced set, or any DataComp uids.npy / uids.parquet."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import ConfigError
+from curate.pool import Pool
+from curate.uid import npy_array_to_uids
+
+SUBSET_ROOTS = ("subsets", "balanced")
+UID_FILES = ("uids.parquet", "uids.npy")
+UID_PATTERN = "^[0-9a-f]{32}$"
+
+
+@dataclass
+class Subset:
+    name: str
+    source: str  # the file the uids came from, as a URL or path
+    uids: pa.ChunkedArray  # in file order, repeats kept (a uid listed k times is exported k times)
+
+    def counts(self) -> pa.Table:
+        """uid -> how many times it is listed."""
+        vc = pc.value_counts(self.uids)
+        return pa.table({"uid": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())})
+
+
+def _read_uid_file(url: str) -> pa.ChunkedArray:
+    fs, path = fsspec.core.url_to_fs(url)
+    if path.endswith(".npy"):
+        with fs.open(path, "rb") as fh:
+            arr = np.load(fh, allow_pickle=False)
+        if not (arr.dtype.names == ("f0", "f1") or (arr.ndim == 2 and arr.shape[1] == 2)):
+            raise ConfigError(f"{url}: not a DataComp uid array (expected dtype u8,u8), got {arr.dtype}")
+        return pa.chunked_array([pa.array(npy_array_to_uids(arr), pa.string())])
+    with fs.open(path, "rb") as fh:
+        table = pq.read_table(fh)
+    if "uid" not in table.column_names:
+        raise ConfigError(f"{url}: has no 'uid' column (columns: {', '.join(table.column_names)})")
+    uids = pc.cast(table["uid"], pa.string())
+    bad = pc.invert(pc.match_substring_regex(pc.fill_null(uids, ""), UID_PATTERN))
+    n_bad = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
+    if n_bad:
+        first = pc.filter(uids, bad)[0].as_py()
+        raise ConfigError(f"{url}: {n_bad} uid(s) are not 32 lowercase hex characters, e.g. {first!r}")
+    return uids
+
+
+def _uid_file_in(fs: fsspec.AbstractFileSystem, directory: str) -> str | None:
+    for name in UID_FILES:
+        if fs.exists(posixpath.join(directory, name)):
+            return posixpath.join(directory, name)
+    return None
+
+
+def _available(pool: Pool) -> list[str]:
+    return [f"{root}/{name}" for root in SUBSET_ROOTS for name in pool.listdir(root)]
+
+
+def resolve_subset(pool: Pool, subset: str) -> Subset:
+    """Find the uid list `subset` names.
+
+    Tried in order: a pool-relative path (`subsets/x`, `balanced/y`, or a file under them), a bare
+    name under subsets/ then balanced/, and a path or URL outside the pool. A directory means its
+    uids.parquet (or uids.npy).
+    """
+    subset = subset.strip()
+    if not subset:
+        raise ConfigError("export: no subset given (--subset NAME|PATH)")
+    candidates: list[tuple[fsspec.AbstractFileSystem, str, str]] = []
+    rel = subset.rstrip("/")
+    if "://" not in rel and not rel.startswith("/"):
+        candidates.append((pool.fs, pool.path(rel), pool.uri(rel)))
+        candidates += [(pool.fs, pool.path(root, rel), pool.uri(root, rel)) for root in SUBSET_ROOTS]
+    fs, path = fsspec.core.url_to_fs(rel)
+    candidates.append((fs, path, rel))
+    for cfs, path, url in candidates:
+        if not cfs.exists(path):
+            continue
+        if cfs.isdir(path):
+            found = _uid_file_in(cfs, path)
+            if found is None:
+                raise ConfigError(f"export: {url} holds neither {' nor '.join(UID_FILES)}")
+            file_url = url.rstrip("/") + "/" + posixpath.basename(found)
+            return Subset(posixpath.basename(path.rstrip("/")), file_url, _read_uid_file(_full(cfs, found)))
+        if not path.endswith((".npy", ".parquet")):
+            raise ConfigError(f"export: {url} is neither a .npy nor a .parquet uid file")
+        parent = posixpath.basename(posixpath.dirname(path))
+        stem = posixpath.basename(path).rsplit(".", 1)[0]
+        name = parent if stem == "uids" and parent else stem
+        return Subset(name, url, _read_uid_file(_full(cfs, path)))
+    known = ", ".join(_available(pool)) or "none"
+    raise ConfigError(f"export: subset {subset!r} not found in {pool.url} or as a path (pool has: {known})")
+
+
+def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return fs.unstrip_protocol(path) if "file" not in _protocols(fs) else path
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    proto = fs.protocol
+    return {proto} if isinstance(proto, str) else set(proto)
