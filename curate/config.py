@@ -59,7 +59,13 @@ class DedupConfig(Section):
 
 
 class FilterConfig(Section):
-    spec: str | None = Field(None, description="path of the filter spec YAML")
+    spec: str | None = Field(None, description="path of the filter spec YAML (docs/spec-reference.md)")
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="subset name; default: the spec's name"
+    )
+    approximate: bool = Field(
+        False, description="bounded-memory histogram cut-offs for top/bottom_fraction instead of exact ones"
+    )
 
 
 class BalanceConfig(Section):

@@ -1,0 +1,136 @@
+"""Which columns a filter can use: shard columns, score columns, derived values, dedup methods.
+
+The catalog is read from parquet footers only (schemas), so `curate spec validate --pool` is
+instant on any pool size. Per shard, `load_shard_columns` joins what a spec needs on uid.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import PoolError
+from curate.pool import Pool
+from curate.shards import SHARD_DIR, list_shards
+
+# Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
+SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")
+
+# Derived values: name -> (inputs, description). DataComp measures image size on the original image.
+DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
+    "shorter_side": (("original_width", "original_height"), "min(original_width, original_height)"),
+    "longer_side": (("original_width", "original_height"), "max(original_width, original_height)"),
+    "side_ratio": (("original_width", "original_height"),
+                   "longer side / shorter side of the original image (DataComp's aspect ratio, >= 1)"),
+    "caption_num_words": (("caption",), "whitespace-separated words of the caption (when no scorer wrote it)"),
+    "caption_num_chars": (("caption",), "characters (code points) of the caption (when no scorer wrote it)"),
+}
+
+
+@dataclass(frozen=True)
+class ColumnCatalog:
+    """Where each usable column lives: "shards", "scores/<scorer>" or "derived"."""
+
+    sources: dict[str, str]
+    types: dict[str, pa.DataType]
+    dedup_methods: tuple[str, ...] = ()
+    scorers: tuple[str, ...] = field(default=())
+
+    def names(self) -> list[str]:
+        return sorted(self.sources)
+
+
+def _schema(pool: Pool, rel: str) -> pa.Schema:
+    with pool.open(rel) as fh:
+        return pq.ParquetFile(fh).schema_arrow
+
+
+def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
+    """Columns of the pool, from the footers of one shard's tables (all shards share schemas)."""
+    shards = list_shards(pool)
+    if not shards:
+        raise PoolError(f"{pool.url}: no finished download shards (_done/download/ is empty); run download first")
+    shard = shard_id or shards[0]
+    sources: dict[str, str] = {}
+    types: dict[str, pa.DataType] = {}
+    shard_schema = _schema(pool, f"{SHARD_DIR}/{shard}.parquet")
+    for name in SHARD_VALUE_COLUMNS:
+        if name in shard_schema.names:
+            sources[name] = "shards"
+            types[name] = shard_schema.field(name).type
+    scorers = []
+    for scorer in pool.listdir("scores"):
+        files = [f for f in pool.listdir("scores", scorer) if f.endswith(".parquet")]
+        if not files:
+            continue
+        scorers.append(scorer)
+        rel = posixpath.join("scores", scorer, f"{shard}.parquet")
+        schema = _schema(pool, rel if pool.exists(rel) else posixpath.join("scores", scorer, files[0]))
+        for fld in schema:
+            # Shard columns win over a scorer's copy of them; the first scorer (by name) wins a clash.
+            if fld.name != "uid" and fld.name not in sources:
+                sources[fld.name] = f"scores/{scorer}"
+                types[fld.name] = fld.type
+    for name, (inputs, _) in DERIVED.items():
+        if name not in sources and all(i in sources for i in inputs):
+            sources[name] = "derived"
+            types[name] = pa.float64() if name == "side_ratio" else pa.int64()
+    dedup = tuple(f[: -len(".parquet")] for f in pool.listdir("dedup") if f.endswith(".parquet"))
+    return ColumnCatalog(sources, types, dedup, tuple(scorers))
+
+
+def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: dict[str, str]) -> tuple[pa.Table, int]:
+    """The successful samples of one shard with `columns` (and uid) joined on uid.
+
+    Returns the table and the number of shard rows that were not successful downloads.
+    """
+    base_needed = {c for c in columns if sources.get(c) == "shards"}
+    for name in columns:
+        if sources.get(name) == "derived":
+            base_needed.update(DERIVED[name][0])
+    shard = pool.read_parquet(f"{SHARD_DIR}/{shard_id}.parquet", columns=["uid", "status", *sorted(base_needed)])
+    ok = pc.equal(shard["status"], "success")
+    table = shard.filter(ok).drop_columns(["status"])
+    not_downloaded = shard.num_rows - table.num_rows
+    by_scorer: dict[str, list[str]] = {}
+    for name in sorted(columns):
+        src = sources.get(name, "")
+        if src.startswith("scores/"):
+            by_scorer.setdefault(src, []).append(name)
+    for src, names in sorted(by_scorer.items()):
+        rel = f"{src}/{shard_id}.parquet"
+        if not pool.exists(rel):
+            raise PoolError(f"{pool.uri(rel)}: missing (needed for {', '.join(names)}); run that scorer on this shard")
+        scores = pool.read_parquet(rel, columns=["uid", *names])
+        rows = table.num_rows
+        table = table.join(scores, "uid", join_type="left outer", use_threads=False)
+        if table.num_rows != rows:
+            raise PoolError(f"{pool.uri(rel)}: uid values repeat; a score table must hold one row per sample")
+    for name in sorted(columns):
+        if sources.get(name) == "derived":
+            table = table.append_column(name, derive(name, table))
+    return table, not_downloaded
+
+
+def derive(name: str, table: pa.Table) -> pa.Array | pa.ChunkedArray:
+    """Compute a derived value column, vectorised; nulls propagate."""
+    if name in ("shorter_side", "longer_side", "side_ratio"):
+        w = pc.cast(table["original_width"], pa.int64())
+        h = pc.cast(table["original_height"], pa.int64())
+        short, long_ = pc.min_element_wise(w, h), pc.max_element_wise(w, h)
+        if name == "shorter_side":
+            return short
+        if name == "longer_side":
+            return long_
+        # A zero side has no ratio: null, so a comparison on it is false rather than an error.
+        short_f = pc.if_else(pc.equal(short, 0), pa.scalar(None, pa.float64()), pc.cast(short, pa.float64()))
+        return pc.divide(pc.cast(long_, pa.float64()), short_f)
+    if name == "caption_num_words":
+        return pc.list_value_length(pc.utf8_split_whitespace(table["caption"])).cast(pa.int64())
+    if name == "caption_num_chars":
+        return pc.utf8_length(table["caption"]).cast(pa.int64())
+    raise KeyError(name)

@@ -1,0 +1,346 @@
+"""The filter-spec grammar: pydantic models for every condition, and the YAML loader.
+
+A spec is a name, a description and a list of conditions that must all hold. A condition is a
+YAML mapping whose keys say what it is:
+
+    {column: lang, eq: en}                       comparison (gt ge lt le eq ne), between, in, not_in
+    {column: clip_l14_similarity_score, top_fraction: 0.3}        global rank cut (DataComp)
+    {not_duplicate: exact}                        dedup/<method>.parquet flag
+    {all: [...]}, {any: [...]}, {not: {...}}      combinators
+    {include: basic.yaml}                         another spec's conditions (path relative to this file)
+
+Validation happens here, before any data is read; errors carry file:line: key: expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from curate.errors import ConfigError
+from curate.yamlconf import KeyPath, dotted, line_of, load_yaml
+
+COMPARE_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
+RANGE_OPS = ("between", "in", "not_in")
+FRACTION_OPS = ("top_fraction", "bottom_fraction")
+COLUMN_OPS = COMPARE_OPS + RANGE_OPS + FRACTION_OPS
+OP_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
+
+Scalar = bool | int | float | str
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A label for the funnel table; defaults to a rendering of the condition.
+    name: str | None = Field(None, min_length=1)
+
+
+class ColumnCondition(_Node):
+    """One operator applied to one column (a score column, a shard column or a derived value)."""
+
+    column: str = Field(..., min_length=1)
+    gt: Scalar | None = None
+    ge: Scalar | None = None
+    lt: Scalar | None = None
+    le: Scalar | None = None
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    between: tuple[float, float] | None = None
+    in_: list[Scalar] | None = Field(None, alias="in", min_length=1)
+    not_in: list[Scalar] | None = Field(None, min_length=1)
+    top_fraction: float | None = Field(None, ge=0, le=1)
+    bottom_fraction: float | None = Field(None, ge=0, le=1)
+    # Population a fraction is taken of: the whole pool (DataComp), or the rows that pass every
+    # earlier top-level condition of the spec.
+    within: Literal["pool", "survivors"] | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("between")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"expected [low, high] with low <= high, got [{value[0]}, {value[1]}]")
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> ColumnCondition:
+        given = [op for op in COLUMN_OPS if getattr(self, _attr(op)) is not None]
+        if len(given) != 1:
+            what = "none" if not given else ", ".join(given)
+            raise ValueError(f"expected exactly one operator of {', '.join(COLUMN_OPS)}; got {what}")
+        if self.within is not None and given[0] not in FRACTION_OPS:
+            raise ValueError("'within' applies only to top_fraction / bottom_fraction")
+        return self
+
+    @property
+    def op(self) -> str:
+        return next(op for op in COLUMN_OPS if getattr(self, _attr(op)) is not None)
+
+    @property
+    def value(self) -> Any:
+        return getattr(self, _attr(self.op))
+
+    @property
+    def is_fraction(self) -> bool:
+        return self.op in FRACTION_OPS
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        op, value = self.op, self.value
+        if op in OP_SYMBOLS:
+            return f"{self.column} {OP_SYMBOLS[op]} {value!r}"
+        if op == "between":
+            return f"{value[0]!r} <= {self.column} <= {value[1]!r}"
+        if op in ("in", "not_in"):
+            return f"{self.column} {op.replace('_', ' ')} {list(value)!r}"
+        side = "top" if op == "top_fraction" else "bottom"
+        scope = " of survivors" if self.within == "survivors" else ""
+        return f"{self.column} {side} {value * 100:.4g}%{scope}"
+
+
+class DedupCondition(_Node):
+    """Keep samples not flagged is_duplicate in dedup/<method>.parquet."""
+
+    not_duplicate: str = Field(..., min_length=1)
+
+    def label(self) -> str:
+        return self.name or f"not duplicate ({self.not_duplicate})"
+
+
+class AllCondition(_Node):
+    all: list[Condition] = Field(..., min_length=1)
+
+    def label(self) -> str:
+        return self.name or "all(" + ", ".join(c.label() for c in self.all) + ")"
+
+
+class AnyCondition(_Node):
+    any: list[Condition] = Field(..., min_length=1)
+
+    def label(self) -> str:
+        return self.name or "any(" + ", ".join(c.label() for c in self.any) + ")"
+
+
+class NotCondition(_Node):
+    not_: Condition = Field(..., alias="not")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def label(self) -> str:
+        return self.name or f"not({self.not_.label()})"
+
+
+class IncludeCondition(_Node):
+    """A reference to another spec file; resolved by the loader into an AllCondition."""
+
+    include: str = Field(..., min_length=1)
+
+    def label(self) -> str:
+        return self.name or f"include {self.include}"
+
+
+_KIND_KEYS = (
+    ("column", "column"),
+    ("not_duplicate", "dedup"),
+    ("all", "all"),
+    ("any", "any"),
+    ("not", "not"),
+    ("include", "include"),
+)
+
+
+def _condition_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return {
+            ColumnCondition: "column", DedupCondition: "dedup", AllCondition: "all",
+            AnyCondition: "any", NotCondition: "not", IncludeCondition: "include",
+        }.get(type(value))
+    if not isinstance(value, dict):
+        return None
+    present = [kind for key, kind in _KIND_KEYS if key in value]
+    return present[0] if len(present) == 1 else None
+
+
+Condition = Annotated[
+    Annotated[ColumnCondition, Tag("column")]
+    | Annotated[DedupCondition, Tag("dedup")]
+    | Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[IncludeCondition, Tag("include")],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="condition_kind",
+        custom_error_message=(
+            "expected a mapping with exactly one of the keys column, not_duplicate, all, any, not, include"
+        ),
+    ),
+]
+
+AllCondition.model_rebuild()
+AnyCondition.model_rebuild()
+NotCondition.model_rebuild()
+
+TAGS = {"column", "dedup", "all", "any", "not", "include"}
+
+
+class FilterSpec(BaseModel):
+    """A whole spec file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="subset directory name")
+    description: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """Stable hash of the resolved spec: a changed spec must not resume an old run."""
+        blob = json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _attr(op: str) -> str:
+    return "in_" if op == "in" else op
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class SourceMap:
+    """Where every condition came from: object id -> (file, key path, line)."""
+
+    def __init__(self) -> None:
+        self._where: dict[int, tuple[str, KeyPath, int | None]] = {}
+        self._keep: list[Any] = []  # ids are only unique while the objects live
+
+    def add(self, cond: Any, file: str, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+        self._keep.append(cond)
+        self._where[id(cond)] = (file, path, line_of(lines, path))
+
+    def where(self, cond: Any, key: str | None = None) -> str:
+        """`file:line: key.path` for a condition (and optionally one of its keys)."""
+        file, path, line = self._where.get(id(cond), ("<spec>", (), None))
+        full = (*path, key) if key else path
+        return f"{file}:{line}: {dotted(full)}" if line is not None else f"{file}: {dotted(full)}"
+
+
+def _format_errors(exc: ValidationError, file: str, lines: dict[KeyPath, int]) -> str:
+    messages = []
+    for err in exc.errors():
+        # Drop the union tags pydantic inserts into locations so paths match the YAML.
+        loc: tuple[str | int, ...] = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p in TAGS or p.startswith("function-")))
+        )
+        loc = tuple("in" if p == "in_" else p for p in loc)
+        line = line_of(lines, loc)
+        where = f"{file}:{line}" if line is not None else file
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        got = err.get("input")
+        suffix = ""
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+            suffix = f" (got {got!r})"
+        messages.append(f"{where}: {dotted(loc)}: {msg}{suffix}")
+    return "\n".join(dict.fromkeys(messages))
+
+
+def load_spec(path: str | Path) -> tuple[FilterSpec, SourceMap]:
+    """Load and validate a spec, resolving include: recursively (cycles are errors)."""
+    sources = SourceMap()
+    spec = _load(Path(path), (), sources)
+    return spec, sources
+
+
+def _load(path: Path, stack: tuple[Path, ...], sources: SourceMap) -> FilterSpec:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise ConfigError(f"{path}: include cycle: {chain}")
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
+        raise ConfigError(f"{path}:1: (top level): expected a mapping with name, description, conditions; got {got}")
+    try:
+        spec = FilterSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path), lines)) from None
+    flat: list[Any] = []
+    for i, cond in enumerate(spec.conditions):
+        path_i: KeyPath = ("conditions", i)
+        if isinstance(cond, IncludeCondition) and cond.name is None:
+            # A top-level include splices the other spec's conditions in place, so each shows in the funnel.
+            flat.extend(_include(cond, str(path), path_i, lines, path, (*stack, resolved), sources).conditions)
+        else:
+            flat.append(_resolve(cond, str(path), path_i, lines, path, (*stack, resolved), sources, top=True))
+    return spec.model_copy(update={"conditions": flat})
+
+
+def _include(cond: IncludeCondition, file: str, path: KeyPath, lines: dict[KeyPath, int], spec_path: Path,
+             stack: tuple[Path, ...], sources: SourceMap) -> FilterSpec:
+    target = spec_path.parent / cond.include
+    line = line_of(lines, (*path, "include"))
+    if not target.is_file():
+        raise ConfigError(f"{file}:{line}: {dotted((*path, 'include'))}: included spec not found: {target}")
+    try:
+        return _load(target, stack, sources)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}\n  (included from {file}:{line})") from None
+
+
+def _resolve(cond: Any, file: str, path: KeyPath, lines: dict[KeyPath, int], spec_path: Path,
+             stack: tuple[Path, ...], sources: SourceMap, top: bool = False) -> Any:
+    if isinstance(cond, IncludeCondition):
+        included = _include(cond, file, path, lines, spec_path, stack, sources)
+        label = cond.name or f"include {cond.include}"
+        if included.conditions:
+            out = AllCondition(all=list(included.conditions), name=label)
+        else:  # an empty spec keeps everything, like an empty all()
+            out = AllCondition.model_construct(all=[], name=label)
+        sources.add(out, file, path, lines)
+        return out
+    if isinstance(cond, AllCondition):
+        kids = [_resolve(c, file, (*path, "all", i), lines, spec_path, stack, sources) for i, c in enumerate(cond.all)]
+        cond = cond.model_copy(update={"all": kids})
+    elif isinstance(cond, AnyCondition):
+        kids = [_resolve(c, file, (*path, "any", i), lines, spec_path, stack, sources) for i, c in enumerate(cond.any)]
+        cond = cond.model_copy(update={"any": kids})
+    elif isinstance(cond, NotCondition):
+        cond = cond.model_copy(update={"not_": _resolve(cond.not_, file, (*path, "not"), lines, spec_path,
+                                                        stack, sources)})
+    elif isinstance(cond, ColumnCondition) and cond.within == "survivors" and not top:
+        line = line_of(lines, (*path, "within"))
+        raise ConfigError(
+            f"{file}:{line}: {dotted((*path, 'within'))}: 'within: survivors' is allowed only on a top-level "
+            "condition (survivors = rows passing the earlier top-level conditions)"
+        )
+    sources.add(cond, file, path, lines)
+    return cond
+
+
+def iter_conditions(conditions: list[Any]) -> Any:
+    """Every condition in a tree, depth first."""
+    for cond in conditions:
+        yield cond
+        if isinstance(cond, AllCondition):
+            yield from iter_conditions(cond.all)
+        elif isinstance(cond, AnyCondition):
+            yield from iter_conditions(cond.any)
+        elif isinstance(cond, NotCondition):
+            yield from iter_conditions([cond.not_])
