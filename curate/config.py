@@ -7,9 +7,9 @@ A stage whose section is absent is not part of the pipeline (`curate run` skips 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.yamlconf import validate_yaml
 
@@ -54,8 +54,84 @@ class ScoreConfig(Section):
     scorers: list[dict[str, Any]] = Field(default_factory=list)
 
 
+KeepRule = Literal["lowest_uid", "highest_score", "farthest_from_centroid"]
+
+
+class _DedupMethod(Section):
+    """Fields every dedup method shares; `name` names its output, dedup/<name>.parquet."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="output name; default: the method")
+    keep: KeepRule = Field("lowest_uid", description="which member of a duplicate group is kept")
+    score_column: str | None = Field(None, description="with keep=highest_score: a scores/*/ column, e.g. "
+                                                       "clip_b32_similarity_score")
+
+    @property
+    def output_name(self) -> str:
+        return self.name or self.method  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _keep_rule_is_complete(self) -> _DedupMethod:
+        if self.keep == "highest_score" and not self.score_column:
+            raise ValueError("keep: highest_score needs score_column (a column of scores/*/)")
+        if self.keep == "farthest_from_centroid" and getattr(self, "method", None) != "semantic":
+            raise ValueError("keep: farthest_from_centroid applies only to method: semantic")
+        return self
+
+
+class ExactDedup(_DedupMethod):
+    method: Literal["exact"] = "exact"
+
+
+class PerceptualDedup(_DedupMethod):
+    method: Literal["perceptual"] = "perceptual"
+    max_distance: int = Field(4, ge=0, le=31, description="largest Hamming distance between phashes of duplicates")
+    scorer: str = Field("image_stats", description="scores/<scorer>/ holding the uint64 phash column")
+    column: str = "phash"
+
+
+class SemanticDedup(_DedupMethod):
+    method: Literal["semantic"] = "semantic"
+    keep: KeepRule = "farthest_from_centroid"
+    embeddings: str = Field(..., description="embeddings/<name>/ to cluster (a clip scorer's name)")
+    column: str = "image_embedding"
+    eps: float = Field(0.05, gt=0, lt=2, description="duplicate when cosine to an earlier sample > 1 - eps")
+    n_clusters: int | None = Field(None, ge=1, description="k-means clusters; default: samples / 1000")
+    sample_size: int = Field(200_000, ge=1, description="k-means is fitted on this many samples")
+    niter: int = Field(20, ge=1)
+    seed: int = 0
+    cluster_tasks: int = Field(32, ge=1, description="parallel Ray tasks the clusters are spread over")
+    use_gpu: Literal["auto", "yes", "no"] = Field("auto", description="GPU faiss for k-means and assignment")
+
+
+class DecontaminateDedup(_DedupMethod):
+    method: Literal["decontaminate"] = "decontaminate"
+    eval_images: str = Field(..., description="folder of images, a webdataset .tar, or a glob of .tar files")
+    model: str = Field(..., description="the CLIP model that made the pool's embeddings (open_clip name, "
+                                        "hf-hub: id or local directory)")
+    pretrained: str | None = None
+    embeddings: str = Field(..., description="embeddings/<name>/ of the pool, made by the same model")
+    column: str = "image_embedding"
+    threshold: float = Field(0.9, gt=-1, le=1, description="flag samples whose max cosine to an eval image is above")
+    device: str = "cpu"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    batch_size: int = Field(64, ge=1)
+
+
+DedupMethod = Annotated[
+    ExactDedup | PerceptualDedup | SemanticDedup | DecontaminateDedup, Field(discriminator="method")
+]
+
+
 class DedupConfig(Section):
-    methods: list[dict[str, Any]] = Field(default_factory=list)
+    methods: list[DedupMethod] = Field(default_factory=list, description="dedup methods, run in order")
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> DedupConfig:
+        names = [m.output_name for m in self.methods]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two methods write the same output {dupes}; give them distinct `name`s")
+        return self
 
 
 class FilterConfig(Section):

@@ -1,0 +1,96 @@
+"""Evaluation-set decontamination: each pool sample's highest cosine to any evaluation image.
+
+The evaluation images are embedded once, in the driver, with the model that produced the pool's
+embeddings; one Ray task per embedding shard then searches them with an exact faiss inner-product
+index (eval sets are small: tens of thousands of images fit in memory). A sample is flagged when
+its best cosine exceeds the threshold; nothing is grouped or kept, every flagged sample goes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from curate.config import DecontaminateDedup
+from curate.errors import ConfigError
+from curate.pool import Pool
+from curate.runner import run_stage
+from curate.stages.dedup.common import (
+    WORK_DIR,
+    MethodResult,
+    check_unique_uids,
+    prepare_work_dir,
+    require_shard_files,
+    shard_ids,
+    sort_by_uid,
+)
+from curate.stages.dedup.embeddings import embedding_matrix
+from curate.stages.dedup.eval_images import embed_eval_images
+
+
+def nearest_eval(pool_emb: np.ndarray, eval_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best cosine and index of the nearest evaluation image for each (normalised) pool embedding."""
+    index = faiss.IndexFlatIP(eval_emb.shape[1])
+    index.add(np.ascontiguousarray(eval_emb, dtype=np.float32))
+    sims, ids = index.search(np.ascontiguousarray(pool_emb, dtype=np.float32), 1)
+    return sims[:, 0], ids[:, 0].astype(np.int64)
+
+
+def contamination_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, Any]) -> dict[str, Any]:
+    table = pool.read_parquet(f"{settings['embeddings_dir']}/{shard_id}.parquet", columns=["uid", settings["column"]])
+    emb = embedding_matrix(table[settings["column"]])
+    eval_emb = np.asarray(settings["eval_embeddings"], dtype=np.float32)
+    if len(emb) and emb.shape[1] != eval_emb.shape[1]:
+        raise ConfigError(f"{settings['embeddings_dir']}: embeddings have {emb.shape[1]} dims but the eval model "
+                          f"gives {eval_emb.shape[1]}; decontaminate with the model that made the pool's embeddings")
+    sims, ids = nearest_eval(emb, eval_emb) if len(emb) else (np.zeros(0, np.float32), np.zeros(0, np.int64))
+    flagged = sims > settings["threshold"]
+    pool.write_parquet(f"{settings['work']}/result/{shard_id}.parquet", pa.table({
+        "uid": table["uid"],
+        "eval_index": pa.array(ids, pa.int64()),
+        "eval_max_cosine": pa.array(sims, pa.float32()),
+        "is_duplicate": pa.array(flagged),
+    }))
+    return {"samples": table.num_rows, "counts": {"contaminated": int(flagged.sum())}}
+
+
+def decontaminate(pool: Pool, method: DecontaminateDedup, *, ray_address: str | None = None, rerun: bool = False,
+                  quiet: bool = False, eval_embeddings: tuple[list[str], np.ndarray] | None = None) -> MethodResult:
+    """`eval_embeddings` (names, vectors) skips embedding the eval images; for callers that have them."""
+    name = method.output_name
+    shards = shard_ids(pool)
+    embeddings_dir = f"embeddings/{method.embeddings}"
+    require_shard_files(pool, embeddings_dir, shards, f"embeddings of {method.embeddings!r}")
+    counts: dict[str, int] = {}
+    if eval_embeddings is None:
+        names, vectors, counts = embed_eval_images(method.eval_images, method.model, method.pretrained,
+                                                   device=method.device, precision=method.precision,
+                                                   batch_size=method.batch_size)
+    else:
+        names, vectors = eval_embeddings
+    work = f"{WORK_DIR}/{name}"
+    stage = f"dedup-{name}-search"
+    fingerprint = json.dumps({"config": method.model_dump(mode="json"), "eval_names": names,
+                              "eval_sum": float(np.asarray(vectors, np.float64).sum())}, sort_keys=True)
+    prepare_work_dir(pool, work, [stage], fingerprint, rerun)
+    settings = {"embeddings_dir": embeddings_dir, "column": method.column, "eval_embeddings": vectors,
+                "threshold": method.threshold, "work": work}
+    run_stage(stage, pool, contamination_shard, {s: None for s in shards}, settings, ray_address=ray_address,
+              quiet=quiet).raise_for_failures()
+    result = sort_by_uid(pool.read_parquet_dir(f"{work}/result"))
+    check_unique_uids(result["uid"], pool.uri(embeddings_dir))
+    n = result.num_rows
+    eval_index = result["eval_index"].to_numpy()
+    names_arr = pa.array(names, pa.string())
+    return MethodResult(
+        result["uid"].combine_chunks(), np.arange(n),
+        extra={"eval_max_cosine": result["eval_max_cosine"].combine_chunks(),
+               "eval_image": names_arr.take(pa.array(eval_index)) if n else pa.array([], pa.string())},
+        counts=counts,
+        group=eval_index,
+        is_duplicate=result["is_duplicate"].to_numpy(zero_copy_only=False),
+    )
