@@ -120,10 +120,19 @@ def _write_subset(pool: Pool, data: ImagePool, threshold: float) -> None:
     pool.write_bytes(f"subsets/{name}/uids.npy", _npy_bytes(uids_to_npy_array(kept)))
     n_in = len(data.success_uids)
     removed = sum(1 for u in data.success_uids if data.scores[u] < threshold)
+    label = f"clip_b32_similarity_score >= {threshold!r}"
+    # The layout curate.stages.filter writes: spec.json (the resolved spec) and funnel.json.
+    pool.write_json(f"subsets/{name}/spec.json", {"fingerprint": "test", "spec_file": "test.yaml", "spec": {
+        "name": name, "conditions": [{"column": "clip_b32_similarity_score", "ge": threshold},
+                                     {"column": "lang", "in": list(LANGS)}]}})
     pool.write_json(f"subsets/{name}/funnel.json", {
-        "spec": name, "input": n_in, "kept": n_in - removed,
-        "conditions": [{"name": "clip_b32_similarity_score >= threshold", "column": "clip_b32_similarity_score",
-                        "op": ">=", "value": threshold, "removed_alone": removed, "removed_cumulative": removed}],
+        "spec": name, "population": n_in, "not_downloaded": len(data.failed_uids), "kept": n_in - removed,
+        "conditions": [
+            {"index": 0, "condition": label, "removed_alone": removed, "removed_in_order": removed,
+             "removed_only_by_this": removed, "remaining": n_in - removed},
+            {"index": 1, "condition": f"lang in {list(LANGS)!r}", "removed_alone": 0, "removed_in_order": 0,
+             "removed_only_by_this": 0, "remaining": n_in - removed}],
+        "cutoffs": [], "missing_values": {},
     })
 
 
