@@ -121,7 +121,8 @@ def derive(name: str, table: pa.Table) -> pa.Array | pa.ChunkedArray:
     if name in ("shorter_side", "longer_side", "side_ratio"):
         w = pc.cast(table["original_width"], pa.int64())
         h = pc.cast(table["original_height"], pa.int64())
-        short, long_ = pc.min_element_wise(w, h), pc.max_element_wise(w, h)
+        short = pc.min_element_wise(w, h, skip_nulls=False)
+        long_ = pc.max_element_wise(w, h, skip_nulls=False)
         if name == "shorter_side":
             return short
         if name == "longer_side":
@@ -130,7 +131,10 @@ def derive(name: str, table: pa.Table) -> pa.Array | pa.ChunkedArray:
         short_f = pc.if_else(pc.equal(short, 0), pa.scalar(None, pa.float64()), pc.cast(short, pa.float64()))
         return pc.divide(pc.cast(long_, pa.float64()), short_f)
     if name == "caption_num_words":
-        return pc.list_value_length(pc.utf8_split_whitespace(table["caption"])).cast(pa.int64())
+        # Python's str.split(): leading/trailing whitespace yields no words, an empty caption has none.
+        trimmed = pc.utf8_trim_whitespace(table["caption"])
+        words = pc.list_value_length(pc.utf8_split_whitespace(trimmed)).cast(pa.int64())
+        return pc.if_else(pc.equal(trimmed, ""), pa.scalar(0, pa.int64()), words)
     if name == "caption_num_chars":
         return pc.utf8_length(table["caption"]).cast(pa.int64())
     raise KeyError(name)

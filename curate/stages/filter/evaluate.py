@@ -54,8 +54,12 @@ def _as_bool(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _scalar_for(value: Any, column: pa.ChunkedArray | pa.Array) -> pa.Scalar:
-    if pa.types.is_floating(column.type) or (pa.types.is_integer(column.type) and isinstance(value, float)):
-        return pa.scalar(float(value), pa.float64())
+    # A float32 score is compared with the float32 nearest to the spec's number, as numpy does with
+    # DataComp's pandas filters (0.3 must not exclude a stored 0.3f because 0.3f > 0.3 in float64).
+    if pa.types.is_floating(column.type):
+        return pa.scalar(float(value), column.type)
+    if pa.types.is_integer(column.type) and isinstance(value, float):
+        return pa.scalar(value, pa.float64())
     return pa.scalar(value)
 
 
@@ -106,9 +110,11 @@ class Evaluator:
             present = _as_bool(pc.is_valid(col))
             return found if op == "in" else (~found & present)
         cutoff = self.ctx.cutoffs[self._fraction_index[id(cond)]]
+        # The threshold is a value of the column (or a float32 bin edge), so it is exact in the column's type.
+        threshold = _scalar_for(cutoff.threshold, col)
         if op == "top_fraction":
-            return _as_bool(pc.greater_equal(col, pa.scalar(cutoff.threshold, pa.float64())))
-        return _as_bool(pc.less_equal(col, pa.scalar(cutoff.threshold, pa.float64())))
+            return _as_bool(pc.greater_equal(col, threshold))
+        return _as_bool(pc.less_equal(col, threshold))
 
     def top_masks(self, table: pa.Table) -> list[np.ndarray]:
         return [self.mask(c, table) for c in self.spec.conditions]

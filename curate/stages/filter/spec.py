@@ -39,7 +39,9 @@ FRACTION_OPS = ("top_fraction", "bottom_fraction")
 COLUMN_OPS = COMPARE_OPS + RANGE_OPS + FRACTION_OPS
 OP_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 
+Number = int | float
 Scalar = bool | int | float | str
+_UNION_MEMBERS = {"bool", "int", "float", "str"}
 
 
 class _Node(BaseModel):
@@ -52,13 +54,13 @@ class ColumnCondition(_Node):
     """One operator applied to one column (a score column, a shard column or a derived value)."""
 
     column: str = Field(..., min_length=1)
-    gt: Scalar | None = None
-    ge: Scalar | None = None
-    lt: Scalar | None = None
-    le: Scalar | None = None
+    gt: Number | None = None
+    ge: Number | None = None
+    lt: Number | None = None
+    le: Number | None = None
     eq: Scalar | None = None
     ne: Scalar | None = None
-    between: tuple[float, float] | None = None
+    between: tuple[Number, Number] | None = None
     in_: list[Scalar] | None = Field(None, alias="in", min_length=1)
     not_in: list[Scalar] | None = Field(None, min_length=1)
     top_fraction: float | None = Field(None, ge=0, le=1)
@@ -70,7 +72,7 @@ class ColumnCondition(_Node):
 
     @field_validator("between")
     @classmethod
-    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _ordered(cls, value: tuple[Number, Number] | None) -> tuple[Number, Number] | None:
         if value is not None and value[0] > value[1]:
             raise ValueError(f"expected [low, high] with low <= high, got [{value[0]}, {value[1]}]")
         return value
@@ -153,20 +155,20 @@ class IncludeCondition(_Node):
 
 
 _KIND_KEYS = (
-    ("column", "column"),
-    ("not_duplicate", "dedup"),
-    ("all", "all"),
-    ("any", "any"),
-    ("not", "not"),
-    ("include", "include"),
+    ("column", "column-condition"),
+    ("not_duplicate", "dedup-condition"),
+    ("all", "all-condition"),
+    ("any", "any-condition"),
+    ("not", "not-condition"),
+    ("include", "include-condition"),
 )
 
 
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, BaseModel):
         return {
-            ColumnCondition: "column", DedupCondition: "dedup", AllCondition: "all",
-            AnyCondition: "any", NotCondition: "not", IncludeCondition: "include",
+            ColumnCondition: "column-condition", DedupCondition: "dedup-condition", AllCondition: "all-condition",
+            AnyCondition: "any-condition", NotCondition: "not-condition", IncludeCondition: "include-condition",
         }.get(type(value))
     if not isinstance(value, dict):
         return None
@@ -175,12 +177,12 @@ def _condition_kind(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Annotated[ColumnCondition, Tag("column")]
-    | Annotated[DedupCondition, Tag("dedup")]
-    | Annotated[AllCondition, Tag("all")]
-    | Annotated[AnyCondition, Tag("any")]
-    | Annotated[NotCondition, Tag("not")]
-    | Annotated[IncludeCondition, Tag("include")],
+    Annotated[ColumnCondition, Tag("column-condition")]
+    | Annotated[DedupCondition, Tag("dedup-condition")]
+    | Annotated[AllCondition, Tag("all-condition")]
+    | Annotated[AnyCondition, Tag("any-condition")]
+    | Annotated[NotCondition, Tag("not-condition")]
+    | Annotated[IncludeCondition, Tag("include-condition")],
     Discriminator(
         _condition_kind,
         custom_error_type="condition_kind",
@@ -194,7 +196,8 @@ AllCondition.model_rebuild()
 AnyCondition.model_rebuild()
 NotCondition.model_rebuild()
 
-TAGS = {"column", "dedup", "all", "any", "not", "include"}
+TAGS = {"column-condition", "dedup-condition", "all-condition", "any-condition", "not-condition",
+        "include-condition"}
 
 
 class FilterSpec(BaseModel):
@@ -237,13 +240,16 @@ class SourceMap:
 
 
 def _format_errors(exc: ValidationError, file: str, lines: dict[KeyPath, int]) -> str:
-    messages = []
+    messages: dict[KeyPath, str] = {}
     for err in exc.errors():
         # Drop the union tags pydantic inserts into locations so paths match the YAML.
-        loc: tuple[str | int, ...] = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and (p in TAGS or p.startswith("function-")))
-        )
-        loc = tuple("in" if p == "in_" else p for p in loc)
+        raw = [p for p in err["loc"] if not (isinstance(p, str) and (p in TAGS or p.startswith("function-")))]
+        union_member = bool(raw) and raw[-1] in _UNION_MEMBERS
+        if union_member:
+            raw = raw[:-1]
+        loc: KeyPath = tuple("in" if p == "in_" else p for p in raw)
+        if loc in messages:
+            continue  # one message per key: the first union member's is as good as any
         line = line_of(lines, loc)
         where = f"{file}:{line}" if line is not None else file
         msg = err["msg"]
@@ -251,14 +257,17 @@ def _format_errors(exc: ValidationError, file: str, lines: dict[KeyPath, int]) -
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif union_member:
+            msg = "expected a number or a string" if (loc and loc[-1] in ("eq", "ne", "in", "not_in")) or (
+                len(loc) > 1 and loc[-2] in ("in", "not_in")) else "expected a number"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         got = err.get("input")
         suffix = ""
-        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
             suffix = f" (got {got!r})"
-        messages.append(f"{where}: {dotted(loc)}: {msg}{suffix}")
-    return "\n".join(dict.fromkeys(messages))
+        messages[loc] = f"{where}: {dotted(loc)}: {msg}{suffix}"
+    return "\n".join(messages.values())
 
 
 def load_spec(path: str | Path) -> tuple[FilterSpec, SourceMap]:
