@@ -145,11 +145,32 @@ class FilterConfig(Section):
 
 
 class BalanceConfig(Section):
-    metadata: str | None = None
-    name: str = "balanced"
-    t: int | None = Field(None, ge=1)
-    tail_fraction: float | None = Field(None, gt=0, lt=1)
-    seed: int = 0
+    """MetaCLIP balancing (docs/balance.md)."""
+
+    metadata: str | None = Field(
+        None, description="entries: a .txt file (one a line), a JSON list (MetaCLIP metadata.json), "
+        "or a folder of <lang>.txt/<lang>.json files (MetaCLIP 2)")
+    name: str = Field("balanced", pattern=r"^[A-Za-z0-9_.-]+$", description="output: balanced/<name>/")
+    t: int | None = Field(None, ge=1, description="max samples per entry (MetaCLIP: 20000 for 400M); "
+                          "default 20000 when tail_fraction is not given")
+    tail_fraction: float | None = Field(None, gt=0, lt=1, description="choose t so this share of matches "
+                                        "falls on tail entries (c_e < t)")
+    seed: int = Field(0, description="seed of the per-sample draw hash(uid, seed)")
+    subset: str | None = Field(None, description="balance only this filter subset: subsets/<spec> or <spec>")
+    keep_unmatched: bool = Field(False, description="keep samples that match no entry (MetaCLIP drops them)")
+    reference_language: str = Field("en", description="per-language metadata: t (or p) is set for this "
+                                    "language; the others get the t with the same tail fraction")
+    language_scorer: str = Field("language", description="scores/<name>/ whose lang column routes captions")
+    unspaced_languages: list[str] = Field(
+        default_factory=lambda: ["zh", "ja", "th", "km", "lo", "my", "bo", "yue", "wuu"],
+        description="languages matched without space padding (MetaCLIP 2)")
+    lowercase: bool = Field(False, description="match case-insensitively (MetaCLIP matches case-sensitively)")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> BalanceConfig:
+        if self.t is not None and self.tail_fraction is not None:
+            raise ValueError("give t or tail_fraction, not both")
+        return self
 
 
 class ExportConfig(Section):

@@ -1,0 +1,266 @@
+"""MetaCLIP balancing: match captions to metadata entries, cap each entry at t samples.
+
+Entry point `run(pool, config)`: pass 1 (Ray tasks over download shards) builds the inverted index
+and the global counts c_e; t is fixed per language; pass 2 (Ray tasks) draws each sample; the
+driver writes balanced/<name>/{uids.npy, uids.parquet, entry_counts.parquet, report.json}.
+Both passes resume from completion markers; a change of metadata, rule, subset, t or seed makes
+the affected pass run again (its inputs are fingerprinted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.config import BalanceConfig
+from curate.errors import ConfigError, PoolError
+from curate.pool import Pool
+from curate.progress import console
+from curate.runner import run_stage
+from curate.shards import list_shards
+from curate.stages.balance.matching import SharedMatcher, build_matcher
+from curate.stages.balance.metadata import ALL_LANGUAGES, Metadata, load_metadata
+from curate.stages.balance.passes import MatchSettings, SampleSettings, match_shard, sample_shard
+from curate.stages.balance.sampling import entry_probabilities, p_to_t, t_to_p
+from curate.uid import uids_to_npy_array
+
+DEFAULT_T = 20_000
+HEAD_ENTRIES_IN_REPORT = 25
+
+__all__ = ["DEFAULT_T", "run"]
+
+
+def _subset_uids(pool: Pool, subset: str | None) -> tuple[pa.Array | None, str]:
+    if not subset:
+        return None, ""
+    rel = subset.rstrip("/")
+    if not rel.startswith("subsets/"):
+        rel = f"subsets/{rel}"
+    path = f"{rel}/uids.parquet"
+    if not pool.exists(path):
+        raise PoolError(f"subset not found: {pool.uri(path)} (run `curate filter` first)")
+    uids = pool.read_parquet(path, ["uid"])["uid"].combine_chunks()
+    # The subset's content (not its file's bytes or time) decides whether pass 1 must run again.
+    ordered = pc.take(uids, pc.sort_indices(uids))
+    h = hashlib.blake2b(digest_size=16)
+    for buf in ordered.buffers()[1:]:
+        h.update(memoryview(buf))
+    return uids, f"{rel}:{h.hexdigest()}"
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+def _reset_if_changed(pool: Pool, stage: str, rel: str, fingerprint: str, rerun: bool) -> bool:
+    """Forget a pass's finished shards when its inputs changed; returns whether it was reset."""
+    previous = pool.read_json(rel)["fingerprint"] if pool.exists(rel) else None
+    if rerun or previous != fingerprint:
+        pool.clear_stage(stage)
+        pool.write_json(rel, {"fingerprint": fingerprint})
+        return previous is not None or rerun
+    return False
+
+
+def _thresholds(meta: Metadata, first_ids: dict[str, int], counts: np.ndarray, cfg: BalanceConfig) -> dict[str, dict]:
+    """t (and its tail fraction) per metadata language."""
+    spans = {lang: (first_ids[lang], first_ids[lang] + len(entries)) for lang, entries in meta.entries.items()}
+
+    def lang_counts(lang: str) -> np.ndarray:
+        lo, hi = spans[lang]
+        return counts[lo:hi]
+
+    out: dict[str, dict] = {}
+    if not meta.per_language:
+        c = lang_counts(ALL_LANGUAGES)
+        t = cfg.t or (p_to_t(cfg.tail_fraction, c) if cfg.tail_fraction else DEFAULT_T)
+        out[ALL_LANGUAGES] = {"t": int(t), "tail_fraction": t_to_p(t, c), "how": "given" if cfg.t or not
+                              cfg.tail_fraction else "from tail_fraction"}
+        return out
+    ref = cfg.reference_language
+    if cfg.tail_fraction is not None:
+        p = cfg.tail_fraction
+    else:
+        if ref not in meta.entries:
+            raise ConfigError(f"t is set for the reference language {ref!r}, but {meta.source} has no "
+                              f"{ref}.txt/{ref}.json; give a tail fraction or another reference_language")
+        p = t_to_p(cfg.t or DEFAULT_T, lang_counts(ref))
+    for lang in meta.entries:
+        c = lang_counts(lang)
+        if lang == ref and cfg.tail_fraction is None:
+            t, how = cfg.t or DEFAULT_T, "given"
+        else:
+            t, how = p_to_t(p, c), f"same tail fraction as {ref}" if cfg.tail_fraction is None else "from tail_fraction"
+        out[lang] = {"t": int(t), "tail_fraction": t_to_p(t, c), "target_tail_fraction": p, "how": how}
+    return out
+
+
+def _check_inputs(pool: Pool, meta: Metadata, cfg: BalanceConfig, shards: list[str]) -> None:
+    """Fail before any work on what would otherwise fail in every shard or after pass 1."""
+    if not meta.per_language:
+        return
+    ref = cfg.reference_language
+    if cfg.tail_fraction is None and ref not in meta.entries:
+        raise ConfigError(f"t is set for the reference language {ref!r}, but {meta.source} has no "
+                          f"{ref}.txt/{ref}.json; give a tail fraction or another reference_language")
+    have = {n.removesuffix(".parquet") for n in pool.listdir("scores", cfg.language_scorer)}
+    missing = [s for s in shards if s not in have]
+    if missing:
+        raise PoolError(f"per-language metadata routes captions by scores/{cfg.language_scorer}/<shard>.parquet "
+                        f"(lang column), missing for {len(missing)} shard(s), e.g. {missing[0]}; "
+                        f"run the '{cfg.language_scorer}' scorer first")
+
+
+def _sum_sparse(pool: Pool, rel_dir: str, shards: list[str], columns: list[str], size: int) -> dict[str, np.ndarray]:
+    totals = {c: np.zeros(size, np.float64) for c in columns}
+    for sid in shards:
+        part = pool.read_parquet(f"{rel_dir}/{sid}.parquet")
+        ids = part["entry_id"].to_numpy()
+        for c in columns:
+            np.add.at(totals[c], ids, part[c].to_numpy())
+    return totals
+
+
+def run(
+    pool: Pool,
+    config: BalanceConfig,
+    *,
+    ray_address: str | None = None,
+    rerun: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Balance the pool's captions over the metadata; returns the report (also report.json)."""
+    if not config.metadata:
+        raise ConfigError("balance needs metadata (--metadata FILE|DIR or balance.metadata in the config)")
+    shards = list_shards(pool)
+    if not shards:
+        raise PoolError(f"{pool.url}: no finished download shards (run `curate download` first)")
+    started = time.time()
+    out_dir = f"balanced/{config.name}"
+    work = f"{out_dir}/_work"
+    match_stage, sample_stage = f"balance-{config.name}-match", f"balance-{config.name}-sample"
+
+    meta = load_metadata(config.metadata)
+    _check_inputs(pool, meta, config, shards)
+    unspaced = tuple(config.unspaced_languages)
+    build_start = time.time()
+    matcher, first_ids = build_matcher(meta.entries, unspaced_languages=unspaced, lowercase=config.lowercase)
+    build_seconds = time.time() - build_start
+    if not quiet:
+        console.print(f"[balance] {meta.total:,} entries in {len(meta.entries)} language(s) from {meta.source}; "
+                      f"automaton built in {build_seconds:.1f}s")
+    subset_uids, subset_key = _subset_uids(pool, config.subset)
+    match_fp = _fingerprint(meta.fingerprint(), unspaced, config.lowercase, subset_key,
+                            config.language_scorer if meta.per_language else None)
+    reset = _reset_if_changed(pool, match_stage, f"{work}/match.json", match_fp, rerun)
+
+    use_ray = os.environ.get("CURATE_EXECUTOR") != "local"
+    if use_ray:
+        from curate.runtime import ensure_ray
+
+        ensure_ray(ray_address)
+    match_settings = MatchSettings(SharedMatcher(matcher, match_fp, use_ray), work, meta.per_language,
+                                   config.language_scorer, subset_uids)
+    run_stage(match_stage, pool, match_shard, {s: None for s in shards}, match_settings,
+              ray_address=ray_address, quiet=quiet).raise_for_failures()
+
+    n_entries = meta.total
+    counts = _sum_sparse(pool, f"{work}/counts", shards, ["count"], n_entries)["count"].astype(np.int64)
+    thresholds = _thresholds(meta, first_ids, counts, config)
+    t_per_entry = np.empty(n_entries, np.float64)
+    entry_lang = np.empty(n_entries, object)
+    for lang, entries in meta.entries.items():
+        lo = first_ids[lang]
+        t_per_entry[lo : lo + len(entries)] = thresholds[lang]["t"]
+        entry_lang[lo : lo + len(entries)] = lang
+    q = entry_probabilities(counts, t_per_entry)
+
+    sample_fp = _fingerprint(match_fp, {k: v["t"] for k, v in thresholds.items()}, config.seed, config.keep_unmatched)
+    _reset_if_changed(pool, sample_stage, f"{work}/sample.json", sample_fp, rerun or reset)
+    sample_settings = SampleSettings(q, config.seed, config.keep_unmatched, work)
+    sample_result = run_stage(sample_stage, pool, sample_shard, {s: None for s in shards}, sample_settings,
+                              ray_address=ray_address, quiet=quiet)
+    sample_result.raise_for_failures()
+
+    kept = pool.read_parquet_dir(f"{work}/kept", ["uid"])["uid"].combine_chunks()
+    kept = pc.take(kept, pc.sort_indices(kept))
+    pool.write_parquet(f"{out_dir}/uids.parquet", pa.table({"uid": kept}))
+    npy = uids_to_npy_array(kept)
+    buf = io.BytesIO()
+    np.save(buf, npy)
+    pool.write_bytes(f"{out_dir}/uids.npy", buf.getvalue())
+
+    after = _sum_sparse(pool, f"{work}/entry_stats", shards, ["expected", "actual"], n_entries)
+    all_entries = [e for entries in meta.entries.values() for e in entries]
+    entry_table = pa.table({
+        "entry_id": pa.array(np.arange(n_entries), pa.int32()),
+        "language": pa.array(entry_lang.tolist(), pa.string()),
+        "entry": pa.array(all_entries, pa.string()),
+        "count": pa.array(counts, pa.int64()),
+        "t": pa.array(t_per_entry.astype(np.int64), pa.int64()),
+        "entry_probability": pa.array(q, pa.float64()),
+        "expected_after": pa.array(after["expected"], pa.float64()),
+        "actual_after": pa.array(after["actual"].astype(np.int64), pa.int64()),
+    })
+    pool.write_parquet(f"{out_dir}/entry_counts.parquet", entry_table)
+
+    match_report = pool.read_report(match_stage) or {}
+    sample_report = pool.read_report(sample_stage) or {}
+    report = _report(config, meta, thresholds, counts, t_per_entry, after, all_entries, entry_lang,
+                     match_report, sample_report, len(kept), build_seconds, time.time() - started, shards)
+    pool.write_json(f"{out_dir}/report.json", report)
+    pool.write_report("balance", report)
+    if not quiet:
+        ts = ", ".join(f"{k}: t={v['t']:,}" for k, v in thresholds.items())
+        console.print(f"[balance] kept {len(kept):,} of {report['samples_considered']:,} captions "
+                      f"(expected {report['expected_kept']:,.1f}); {ts}; wrote {pool.uri(out_dir)}")
+    return report
+
+
+def _report(cfg: BalanceConfig, meta: Metadata, thresholds: dict, counts: np.ndarray, t_per_entry: np.ndarray,
+            after: dict[str, np.ndarray], entries: list[str], entry_lang: np.ndarray, match_report: dict,
+            sample_report: dict, kept: int, build_seconds: float, seconds: float, shards: list[str]) -> dict:
+    head = counts >= t_per_entry
+    order = np.argsort(-counts, kind="stable")[:HEAD_ENTRIES_IN_REPORT]
+    tail_matched = np.flatnonzero((counts > 0) & ~head)
+    tail_examples = tail_matched[np.argsort(-counts[tail_matched], kind="stable")][:HEAD_ENTRIES_IN_REPORT]
+
+    def row(i: int) -> dict:
+        return {"entry": entries[i], "language": entry_lang[i], "count": int(counts[i]),
+                "expected_after": round(float(after["expected"][i]), 3), "actual_after": int(after["actual"][i])}
+
+    match_totals = match_report.get("totals", {})
+    sample_totals = sample_report.get("totals", {})
+    return {
+        "name": cfg.name,
+        "metadata": meta.source,
+        "entries": {lang: len(e) for lang, e in meta.entries.items()},
+        "blank_entries_skipped": meta.blank_lines_skipped,
+        "per_language": meta.per_language,
+        "thresholds": thresholds,
+        "seed": cfg.seed,
+        "subset": cfg.subset,
+        "keep_unmatched": cfg.keep_unmatched,
+        "shards": len(shards),
+        "samples_in_shards": match_totals.get("samples", 0),
+        "samples_considered": sample_totals.get("samples", 0),
+        "match_counts": match_totals.get("counts", {}),
+        "sample_counts": sample_totals.get("counts", {}),
+        "expected_kept": round(float(sample_totals.get("expected_kept", 0.0)), 3),
+        "actual_kept": kept,
+        "head_entries": int(head.sum()),
+        "tail_entries_matched": int(tail_matched.size),
+        "entries_never_matched": int((counts == 0).sum()),
+        "top_head_entries": [row(int(i)) for i in order if counts[i] > 0],
+        "top_tail_entries": [row(int(i)) for i in tail_examples],
+        "automaton_build_seconds": round(build_seconds, 3),
+        "wall_seconds": round(seconds, 3),
+    }

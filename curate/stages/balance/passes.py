@@ -1,0 +1,152 @@
+"""The two per-shard passes of balancing, run as Ray tasks by curate.runner.run_stage.
+
+Pass 1 (match): the shard's successful captions (optionally only a subset's uids) are matched
+against the metadata; writes `<work>/matches/<shard>.parquet` (uid, lang, entry_ids
+list<int32>: the inverted index) and `<work>/counts/<shard>.parquet` (entry_id, count).
+Pass 2 (sample): with global counts turned into entry probabilities q, decides each sample;
+writes `<work>/kept/<shard>.parquet` (uid) and `<work>/entry_stats/<shard>.parquet` (entry_id,
+expected, actual).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.errors import PoolError
+from curate.pool import Pool
+from curate.shards import read_shard_table
+from curate.stages.balance.matching import SharedMatcher, spacing
+from curate.stages.balance.metadata import ALL_LANGUAGES
+from curate.stages.balance.sampling import keep_probabilities, uniform_draws
+
+MATCHES_SCHEMA = pa.schema([("uid", pa.string()), ("lang", pa.string()), ("entry_ids", pa.list_(pa.int32()))])
+
+
+@dataclass
+class MatchSettings:
+    matcher: SharedMatcher
+    work_dir: str
+    per_language: bool
+    language_scorer: str
+    subset_uids: pa.Array | None
+
+
+@dataclass
+class SampleSettings:
+    q: np.ndarray  # entry probability per global entry id
+    seed: int
+    keep_unmatched: bool
+    work_dir: str
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings) -> dict[str, Any]:
+    table = read_shard_table(pool, shard_id, ["uid", "caption", "status"])
+    samples = table.num_rows
+    counts: dict[str, int] = {}
+    success = pc.equal(table["status"], "success")
+    counts["not_success"] = samples - _count(success)
+    table = table.filter(success).select(["uid", "caption"])
+    if settings.subset_uids is not None:
+        inside = pc.is_in(table["uid"], value_set=settings.subset_uids)
+        counts["not_in_subset"] = table.num_rows - _count(inside)
+        table = table.filter(inside)
+
+    matcher = settings.matcher.get()
+    if settings.per_language:
+        rel = f"scores/{settings.language_scorer}/{shard_id}.parquet"
+        if not pool.exists(rel):
+            raise PoolError(f"per-language metadata needs {rel} (lang column); run the "
+                            f"'{settings.language_scorer}' scorer first")
+        langs = pool.read_parquet(rel, ["uid", "lang"])
+        table = table.join(langs, "uid", join_type="left outer")
+        counts["missing_language_score"] = table["lang"].null_count
+    else:
+        table = table.append_column("lang", pa.array([ALL_LANGUAGES] * table.num_rows, pa.string()))
+    # Deterministic row order, whatever the join did.
+    table = table.sort_by("uid").combine_chunks()
+    n = table.num_rows
+
+    lang = table["lang"].combine_chunks() if n else pa.array([], pa.string())
+    row_parts: list[np.ndarray] = []
+    entry_parts: list[np.ndarray] = []
+    covered = np.zeros(n, bool)
+    for code, lang_matcher in matcher.languages.items():
+        rows = np.flatnonzero(pc.fill_null(pc.equal(lang, code), False).to_numpy(zero_copy_only=False))
+        if rows.size == 0:
+            continue
+        covered[rows] = True
+        captions = table["caption"].take(pa.array(rows))
+        local_rows, entries = lang_matcher.match(spacing(captions, matcher.lowercase))
+        row_parts.append(rows[local_rows])
+        entry_parts.append(entries)
+    rows_all = np.concatenate(row_parts) if row_parts else np.empty(0, np.int64)
+    entries_all = np.concatenate(entry_parts) if entry_parts else np.empty(0, np.int32)
+    order = np.lexsort((entries_all, rows_all))
+    rows_all, entries_all = rows_all[order], entries_all[order]
+    per_row = np.bincount(rows_all, minlength=n)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(per_row, out=offsets[1:])
+    entry_ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entries_all, pa.int32()))
+
+    no_metadata = ~covered
+    if settings.per_language:
+        no_metadata &= ~pc.is_null(lang).to_numpy(zero_copy_only=False)
+        counts["language_without_metadata"] = int(no_metadata.sum())
+    counts["matched"] = int((per_row > 0).sum())
+    counts["unmatched"] = int(((per_row == 0) & covered).sum())
+
+    matches = pa.table({"uid": table["uid"], "lang": lang, "entry_ids": entry_ids}, schema=MATCHES_SCHEMA)
+    pool.write_parquet(f"{settings.work_dir}/matches/{shard_id}.parquet", matches)
+    ids, per_entry = np.unique(entries_all, return_counts=True)
+    pool.write_parquet(
+        f"{settings.work_dir}/counts/{shard_id}.parquet",
+        pa.table({"entry_id": pa.array(ids, pa.int32()), "count": pa.array(per_entry, pa.int64())}),
+    )
+    return {"samples": samples, "captions_matched": n, "matches": int(entries_all.size), "counts": counts}
+
+
+def sample_shard(pool: Pool, shard_id: str, payload: Any, settings: SampleSettings) -> dict[str, Any]:
+    matches = pool.read_parquet(f"{settings.work_dir}/matches/{shard_id}.parquet")
+    entry_ids = matches["entry_ids"].combine_chunks()
+    n = matches.num_rows
+    p_keep = keep_probabilities(entry_ids, settings.q) if n else np.empty(0)
+    sizes = pc.list_value_length(entry_ids).to_numpy(zero_copy_only=False) if n else np.empty(0, np.int32)
+    unmatched = sizes == 0
+    p_keep[unmatched] = 1.0 if settings.keep_unmatched else 0.0
+    keep = uniform_draws(matches["uid"], settings.seed) < p_keep
+
+    flat = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(entry_ids).to_numpy(zero_copy_only=False)
+    ids, inverse = np.unique(flat, return_inverse=True)
+    expected = np.bincount(inverse, weights=p_keep[parents], minlength=ids.size)
+    actual = np.bincount(inverse, weights=keep[parents].astype(np.float64), minlength=ids.size)
+
+    pool.write_parquet(f"{settings.work_dir}/kept/{shard_id}.parquet", matches.select(["uid"]).filter(pa.array(keep)))
+    pool.write_parquet(
+        f"{settings.work_dir}/entry_stats/{shard_id}.parquet",
+        pa.table({
+            "entry_id": pa.array(ids, pa.int32()),
+            "expected": pa.array(expected, pa.float64()),
+            "actual": pa.array(actual.astype(np.int64), pa.int64()),
+        }),
+    )
+    kept_unmatched = int((keep & unmatched).sum())
+    kept_matched = int(keep.sum()) - kept_unmatched
+    counts = {
+        "kept": kept_matched,
+        "dropped_by_sampling": int((~keep & ~unmatched).sum()),
+    }
+    if settings.keep_unmatched:
+        counts["kept_unmatched"] = kept_unmatched
+    else:
+        counts["dropped_unmatched"] = int(unmatched.sum())
+    return {"samples": n, "expected_kept": float(p_keep.sum()), "counts": counts}

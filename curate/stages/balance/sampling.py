@@ -1,0 +1,104 @@
+"""MetaCLIP's balancing arithmetic: thresholds, keep probabilities and the per-sample draw.
+
+- entry probability q_e = min(1, t / c_e): an entry matched by at most t samples keeps them all;
+- a sample matching entries E keeps with probability 1 − ∏_{e∈E} (1 − q_e);
+- tail fraction (MetaCLIP 2): the share of all matches that fall on tail entries (c_e < t),
+  t_to_p(t, c) = Σ_{c_e<t} c_e / Σ c_e; p_to_t(p, c) picks the t whose tail fraction is closest
+  to p over the thresholds the observed counts can distinguish;
+- the draw for a sample is a hash of (uid, seed) mapped to [0, 1): the decision for a sample
+  depends on nothing but its uid, its matches, the counts and the seed — not on sharding, worker
+  count or order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def t_to_p(t: float, counts: np.ndarray) -> float:
+    """Share of matches on entries with fewer than t matches."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    return float(counts[counts < t].sum() / total) if total > 0 else 0.0
+
+
+def p_to_t(p: float, counts: np.ndarray) -> int:
+    """The integer t whose t_to_p is closest to p (ties: the smaller t).
+
+    t_to_p only changes at observed count values, so the candidates are those values and one
+    past the largest (where every entry is tail, p = 1)."""
+    counts = np.asarray(counts, np.int64)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 1
+    values, per_value = np.unique(counts, return_counts=True)
+    mass = values.astype(np.float64) * per_value
+    below = np.concatenate([[0.0], np.cumsum(mass)]) / mass.sum()  # tail fraction at each candidate
+    candidates = np.concatenate([values, [values[-1] + 1]])
+    return int(candidates[int(np.argmin(np.abs(below - p)))])
+
+
+def entry_probabilities(counts: np.ndarray, t_per_entry: np.ndarray) -> np.ndarray:
+    """q_e = min(1, t_e / c_e); entries never matched get 1 (they are in no sample anyway)."""
+    counts = np.asarray(counts, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(counts > 0, np.minimum(1.0, t_per_entry / counts), 1.0)
+    return q
+
+
+def keep_probabilities(entry_ids: pa.ListArray | pa.ChunkedArray, q: np.ndarray) -> np.ndarray:
+    """1 − ∏(1 − q_e) per row of a list<int32> column; 0 for rows matching nothing."""
+    if isinstance(entry_ids, pa.ChunkedArray):
+        entry_ids = entry_ids.combine_chunks()
+    n = len(entry_ids)
+    flat = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = pc.list_parent_indices(entry_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    with np.errstate(divide="ignore"):
+        log_miss = np.log1p(-q[flat])  # -inf where q = 1: such a sample is always kept
+    total = np.bincount(rows, weights=log_miss, minlength=n)
+    return -np.expm1(total)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return x ^ (x >> np.uint64(31))
+
+
+def uid_halves(uids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint64 halves of 32-hex-character uids, decoded without a Python loop."""
+    arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    arr = arr.cast(pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    if arr.null_count or not pc.all(pc.equal(pc.utf8_length(arr), 32)).as_py():
+        raise ValueError("uids must be 32 hexadecimal characters")
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(n, 32)
+    lut = np.full(256, 255, np.uint8)
+    lut[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+    lut[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+    lut[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+    nibbles = lut[data]
+    if (nibbles == 255).any():
+        raise ValueError("uids must be 32 hexadecimal characters")
+    weights = (np.uint64(1) << (np.uint64(4) * np.arange(15, -1, -1, dtype=np.uint64))).astype(np.uint64)
+    n64 = nibbles.astype(np.uint64)
+    hi = (n64[:, :16] * weights).sum(axis=1, dtype=np.uint64)
+    lo = (n64[:, 16:] * weights).sum(axis=1, dtype=np.uint64)
+    return hi, lo
+
+
+def uniform_draws(uids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
+    """A float64 in [0, 1) per uid, a hash of (uid, seed): splitmix64 chained over both halves."""
+    hi, lo = uid_halves(uids)
+    s = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    x = _splitmix64(_splitmix64(hi ^ s) ^ lo)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)

@@ -1,0 +1,75 @@
+"""Balancing arithmetic: tail fraction ↔ t, keep probabilities, the uid-seeded draw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curate.stages.balance.sampling import (
+    entry_probabilities,
+    keep_probabilities,
+    p_to_t,
+    t_to_p,
+    uid_halves,
+    uniform_draws,
+)
+from curate.uid import make_uid
+
+
+def test_t_to_p_is_share_of_matches_on_tail_entries() -> None:
+    counts = np.array([1, 2, 3, 4, 90])
+    assert t_to_p(4, counts) == pytest.approx(6 / 100)
+    assert t_to_p(5, counts) == pytest.approx(10 / 100)
+    assert t_to_p(1000, counts) == 1.0
+    assert t_to_p(1, counts) == 0.0
+
+
+def test_p_to_t_picks_the_closest_achievable_tail_fraction() -> None:
+    rng = np.random.default_rng(0)
+    counts = rng.zipf(1.6, size=3000).clip(max=50_000)
+    for p in (0.01, 0.1, 0.3, 0.5, 0.9):
+        t = p_to_t(p, counts)
+        best = min(abs(t_to_p(c, counts) - p) for c in range(1, int(counts.max()) + 2))
+        assert abs(t_to_p(t, counts) - p) == pytest.approx(best)
+    assert p_to_t(0.5, np.zeros(4)) == 1
+
+
+def test_p_to_t_inverts_t_to_p_at_observed_counts() -> None:
+    counts = np.array([3, 3, 7, 10, 10, 10, 50, 200])
+    for t in (3, 7, 10, 50, 200):
+        assert p_to_t(t_to_p(t, counts), counts) == t
+
+
+def test_keep_probability_formula() -> None:
+    counts = np.array([10, 100, 1000, 0])
+    q = entry_probabilities(counts, np.full(4, 100.0))
+    assert q.tolist() == [1.0, 1.0, 0.1, 1.0]
+    lists = pa.array([[2], [1, 2], [], [2, 2]], pa.list_(pa.int32()))
+    p = keep_probabilities(lists, np.array([0.5, 0.2, 0.1, 1.0]))
+    assert p == pytest.approx([0.1, 1 - 0.8 * 0.9, 0.0, 1 - 0.81])
+
+
+def test_uid_halves_decode_hex() -> None:
+    uids = [make_uid(f"http://x/{i}", "c") for i in range(5)]
+    hi, lo = uid_halves(pa.array(uids))
+    for u, h, low in zip(uids, hi.tolist(), lo.tolist(), strict=True):
+        assert (h, low) == (int(u[:16], 16), int(u[16:], 16))
+    sliced = pa.array(["zz", *uids])[1:]
+    assert uid_halves(sliced)[0].tolist() == hi.tolist()
+    with pytest.raises(ValueError):
+        uid_halves(pa.array(["x" * 32]))
+
+
+def test_draws_are_uniform_reproducible_and_seeded() -> None:
+    uids = pa.array([make_uid(f"http://x/{i}", "c") for i in range(20_000)])
+    a, b = uniform_draws(uids, 7), uniform_draws(uids, 7)
+    assert np.array_equal(a, b)
+    assert ((a >= 0) & (a < 1)).all()
+    # Kolmogorov-Smirnov distance to U(0,1): 1.63/sqrt(n) is the 1% critical value.
+    ks = np.max(np.abs(np.sort(a) - np.arange(1, a.size + 1) / a.size))
+    assert ks < 1.63 / np.sqrt(a.size)
+    c = uniform_draws(uids, 8)
+    assert abs(np.corrcoef(a, c)[0, 1]) < 0.05
+    # A sample's draw is a function of its own uid only.
+    assert np.array_equal(uniform_draws(uids[100:200], 7), a[100:200])
