@@ -93,9 +93,11 @@ def test_html_is_self_contained_with_every_section(full_pool: ImagePool, full_st
                 "thresholds", "balance", "exports"):
         assert re.search(rf"<section id='{sid}'[^>]*data-present='true'", page), sid
     imgs = re.findall(r'<img src="([^"]*)"', page)
-    assert imgs and all(u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for u in imgs)
-    # 8 thumbnails in the grid (4 per side), plus plots
-    assert sum(u.startswith("data:image/jpeg") for u in imgs) == 8
+    assert len(imgs) == 8 and all(u.startswith("data:image/jpeg;base64,") for u in imgs)  # 4 per side of the cut
+    plots = re.findall(r"<figure data-plot='([^']*)'><svg ", page)
+    for name in ("funnel", "download status", "histogram of clip_b32_similarity_score", "languages",
+                 "caption words", "original_width", "phash group sizes", "entry counts"):
+        assert name in plots, name
     assert full_pool.pool.read_json("reports/stats.json")["download"]["present"]
 
 

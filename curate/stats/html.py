@@ -26,7 +26,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 h3{font-size:15px} table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:3px 8px;
 font-size:13px} td.n{text-align:right;font-variant-numeric:tabular-nums} .absent{color:#888;font-style:italic}
-.plots img{margin:4px;border:1px solid #eee} .grid{display:flex;flex-wrap:wrap;gap:6px}
+figure{display:inline-block;margin:4px;border:1px solid #eee} .grid{display:flex;flex-wrap:wrap;gap:6px}
 .card{width:130px;font-size:11px;border:1px solid #ddd;padding:3px} .card img{display:block;margin:auto}
 .kept{background:#eef7ee} .removed{background:#f9ecec} nav a{margin-right:10px;font-size:13px}
 """
@@ -66,6 +66,10 @@ def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def fig(svg: str | None, caption: str) -> str:
+    return f"<figure data-plot='{esc(caption)}'>{svg}</figure>" if svg else ""
+
+
 def img(uri: str | None, alt: str) -> str:
     return f'<img src="{uri}" alt="{esc(alt)}">' if uri else ""
 
@@ -93,14 +97,14 @@ def _funnel(stats: dict[str, Any]) -> str:
                 else:
                     rows.append((f"{name}: {sub}", "", value))
                     steps.append((f"{name}: {sub}", value or 0))
-    return table(rows, ("stage", "detail", "samples")) + img(plots.funnel_png(steps, "samples per stage"), "funnel")
+    return table(rows, ("stage", "detail", "samples")) + fig(plots.bar_svg(dict(steps), "samples per stage"), "funnel")
 
 
 def _download(sec: dict[str, Any]) -> str:
     rate = sec["success_rate"]
     out = f"<p>{sec['attempted']:,} candidates in {sec['shards']:,} shards; success rate {100 * rate:.1f}%.</p>"
     out += table(list(sec["status"].items()), ("status", "samples"))
-    out += img(plots.bar_png(sec["status"], "download status"), "download status")
+    out += fig(plots.bar_svg(sec["status"], "download status"), "download status")
     if sec["top_errors"]:
         out += "<h3>Most frequent error messages</h3>" + table(list(sec["top_errors"].items()), ("error", "samples"))
     return out
@@ -111,7 +115,7 @@ def _scores(sec: dict[str, Any], cuts: dict[str, list[float]]) -> str:
     out = f"<p>{sec['rows']:,} samples{note}; scorers: {esc(', '.join(sec['scorers']))}.</p><div class='plots'>"
     rows = []
     for col, h in sec["histograms"].items():
-        out += img(plots.histogram_png(h, col, col, cuts.get(col)), f"histogram of {col}")
+        out += fig(plots.histogram_svg(h, col, col, cuts.get(col)), f"histogram of {col}")
         q = h.get("quantiles", {})
         rows.append((col, h["scorer"], h.get("min"), q.get("p10"), q.get("p50"), q.get("p90"), h.get("max"),
                      h["missing"]))
@@ -120,14 +124,14 @@ def _scores(sec: dict[str, Any], cuts: dict[str, list[float]]) -> str:
 
 
 def _language(sec: dict[str, Any]) -> str:
-    return table(list(sec["counts"].items()), ("lang", "samples")) + img(plots.bar_png(sec["counts"], "languages"),
+    return table(list(sec["counts"].items()), ("lang", "samples")) + fig(plots.bar_svg(sec["counts"], "languages"),
                                                                          "languages")
 
 
 def _captions(sec: dict[str, Any]) -> str:
     return (f"<p>From {esc(sec['source'])}.</p><div class='plots'>"
-            + img(plots.histogram_png(sec["words"], "caption words", "words"), "caption words")
-            + img(plots.histogram_png(sec["chars"], "caption characters", "characters"), "caption characters")
+            + fig(plots.histogram_svg(sec["words"], "caption words", "words"), "caption words")
+            + fig(plots.histogram_svg(sec["chars"], "caption characters", "characters"), "caption characters")
             + "</div>")
 
 
@@ -135,7 +139,7 @@ def _sizes(sec: dict[str, Any]) -> str:
     out = "<div class='plots'>"
     for key in ("original_width", "original_height", "aspect_ratio", "width", "height"):
         if key in sec:
-            out += img(plots.histogram_png(sec[key], key, key), key)
+            out += fig(plots.histogram_svg(sec[key], key, key), key)
     return out + "</div>"
 
 
@@ -144,7 +148,7 @@ def _dedup(sec: dict[str, Any]) -> str:
     for m, d in sec["methods"].items():
         out += (f"<h3>{esc(m)}</h3><p>{d['rows']:,} rows, {d['duplicates']:,} marked duplicate, {d['groups']:,} "
                 f"groups, largest {d['largest_group']:,}.</p>")
-        out += img(plots.bar_png(d["group_size_counts"], f"{m}: groups by size", horizontal=False),
+        out += fig(plots.bar_svg(d["group_size_counts"], f"{m}: groups by size"),
                    f"{m} group sizes")
     return out
 
@@ -188,7 +192,7 @@ def _balance(balanced: dict[str, Any]) -> str:
         ec = info.get("entry_counts")
         if ec:
             out += f"<p>{ec['entries']:,} metadata entries.</p>"
-            out += img(plots.rank_curves_png(ec["curves"], f"{name}: entry counts, head to tail"), "entry counts")
+            out += fig(plots.rank_curves_svg(ec["curves"], f"{name}: entry counts, head to tail"), "entry counts")
         else:
             out += "<p class='absent'>No entry_counts.parquet for this set.</p>"
     return out
