@@ -21,12 +21,17 @@ class Section(BaseModel):
 
 
 class IngestConfig(Section):
+    """Common Crawl WAT/WARC → candidates (docs/ingest.md)."""
+
     inputs: list[str] = Field(default_factory=list, description="files, globs, URLs or crawl ids (CC-MAIN-…)")
     crawl_files: int = Field(1, ge=1, description="with a crawl id: how many of its WAT files to read")
     crawl_base_url: str = Field("https://data.commoncrawl.org", description="where crawl paths resolve")
-    keep_empty_captions: bool = False
+    keep_empty_captions: bool = Field(False, description="keep images whose caption is empty (text '')")
     max_caption_chars: int = Field(2000, ge=1, description="longer captions are truncated")
-    use_title_without_alt: bool = Field(True, description="WAT: fall back to the title attribute")
+    max_url_chars: int = Field(2048, ge=16, description="image URLs longer than this are dropped")
+    use_title_without_alt: bool = Field(True, description="use the title attribute where alt is missing or empty")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per shard (input file) task")
+    max_retries: int = Field(2, ge=0, description="retries of a failing shard before it is reported failed")
 
 
 class DownloadConfig(Section):

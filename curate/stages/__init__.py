@@ -1,0 +1,1 @@
+"""Pipeline stages: one package per stage, each exposing `run(pool, config, ...)`."""

@@ -1,0 +1,367 @@
+"""Turn raw image links into candidate rows, column-wise with pyarrow.
+
+Rules (docs/ingest.md): resolve relative and protocol-relative URLs against the page's base URL,
+keep http(s) only, drop data: URIs, unescape HTML entities and collapse whitespace in captions,
+take alt (then title, when configured), drop empty captions unless kept, cap caption length,
+drop exact (url, text) repeats within a shard. Every dropped link is counted by reason.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+from urllib.parse import urljoin
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("page_url", pa.string()),
+        ("source", pa.string()),
+        ("crawl", pa.string()),
+        ("page_lang", pa.string()),
+        ("alt_kind", pa.string()),
+    ]
+)
+
+# Rows needing whitespace work: leading/trailing/double spaces, or any non-space whitespace,
+# control or invisible character (non-ASCII rows are checked too, for NBSP and friends).
+_NEEDS_SPACING = r"^ | $|  |[^ -~]"
+_INVISIBLE = r"[\p{Cc}\x{200b}\x{feff}]"
+_HEX_PAIRS = np.array([[ord(c) for c in f"{i:02x}"] for i in range(256)], dtype=np.uint8)
+_ENTITY = r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);?"
+
+
+@dataclass(frozen=True)
+class CandidateRules:
+    keep_empty_captions: bool = False
+    max_caption_chars: int = 2000
+    max_url_chars: int = 2048
+    use_title_without_alt: bool = True
+
+
+@dataclass
+class LinkBatch:
+    """Raw image links of many pages as arrow columns: per page (page_*) and per link."""
+
+    page_url: pa.Array
+    page_base: pa.Array  # <base href> as found; null: the page URL is the base
+    page_lang: pa.Array
+    link_page: pa.Array  # int32 index into the page columns
+    src: pa.Array
+    alt: pa.Array
+    title: pa.Array
+    src_invalid: pa.Array | None = None  # src values that were not text (dropped as invalid_unicode)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+@dataclass
+class LinkBuffer:
+    """Raw links of many pages gathered in Python lists (HTML pages, odd WAT records)."""
+
+    page_url: list[Any] = field(default_factory=list)
+    page_base: list[Any] = field(default_factory=list)  # base href as found (None: the page url)
+    page_lang: list[Any] = field(default_factory=list)
+    link_page: list[int] = field(default_factory=list)
+    src: list[Any] = field(default_factory=list)
+    alt: list[Any] = field(default_factory=list)
+    title: list[Any] = field(default_factory=list)
+
+    def add_page(self, page_url: Any, base: Any, lang: Any, links: list[tuple[Any, Any, Any]]) -> None:
+        if not links:
+            return
+        page = len(self.page_url)
+        self.page_url.append(page_url)
+        self.page_base.append(base)
+        self.page_lang.append(lang)
+        srcs, alts, titles = zip(*links, strict=True)
+        self.src.extend(srcs)
+        self.alt.extend(alts)
+        self.title.extend(titles)
+        self.link_page.extend([page] * len(srcs))
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def to_batch(self, counts: Counter[str]) -> LinkBatch:
+        src, src_invalid = _strings(self.src)
+        return LinkBatch(
+            page_url=_strings(self.page_url)[0],
+            page_base=_strings(self.page_base)[0],
+            page_lang=_strings(self.page_lang)[0],
+            link_page=pa.array(self.link_page, pa.int32()),
+            src=src,
+            alt=_caption_strings(self.alt, counts),
+            title=_caption_strings(self.title, counts),
+            src_invalid=src_invalid,
+        )
+
+
+def _strings(values: list[Any]) -> tuple[pa.Array, pa.Array | None]:
+    """A string array and a mask of values that were not valid text (numbers from odd JSON,
+    lone surrogates), which become null; the mask is None when every value was fine."""
+    try:
+        return pa.array(values, pa.string()), None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        pass
+    clean: list[str | None] = []
+    bad: list[bool] = []
+    for v in values:
+        ok = isinstance(v, str)
+        if ok:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                ok = False
+        clean.append(v if ok else None)
+        bad.append(not ok and v is not None)
+    return pa.array(clean, pa.string()), pa.array(bad, pa.bool_())
+
+
+def _caption_strings(values: list[Any], counts: Counter[str]) -> pa.Array:
+    """Caption attributes that are not valid text count as absent (caption_invalid_unicode)."""
+    arr, invalid = _strings(values)
+    if invalid is not None:
+        counts["caption_invalid_unicode"] += pc.sum(invalid).as_py() or 0
+    return arr
+
+
+_PAGE_PARTS = r"^(?P<scheme>[hH][tT][tT][pP][sS]?)://(?P<host>[^/?#\s]+)(?P<path>[^?#]*)"
+
+
+def _page_bases(page_url: pa.Array, page_base: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Per page: the effective base URL (<base href> resolved against the page), its scheme,
+    origin ('https://host') and directory path ('/a/'); null where it is not http(s)."""
+    bases = page_url
+    has_base = pc.fill_null(pc.is_valid(page_base), False)
+    if pc.any(has_base).as_py():
+        # Only WARC pages with a <base href> (rare) need the general join.
+        effective = page_url.to_pylist()
+        for i, base in zip(np.flatnonzero(has_base.to_numpy(zero_copy_only=False)),
+                           page_base.filter(has_base).to_pylist(), strict=True):
+            try:
+                effective[i] = urljoin(effective[i], base.strip()) if effective[i] is not None else None
+            except ValueError:
+                effective[i] = None
+        bases = pa.array(effective, pa.string())
+    parts = pc.extract_regex(bases, _PAGE_PARTS)
+    # Schemes are case-insensitive; urljoin writes them lower-case, and so do we.
+    scheme = pc.utf8_lower(parts.field("scheme"))
+    origin = pc.binary_join_element_wise(scheme, parts.field("host"), "://")
+    path = parts.field("path")
+    # A page without a path ('https://host') has '/' as its directory.
+    dir_path = pc.if_else(pc.equal(path, ""), "/", pc.replace_substring_regex(path, r"[^/]*$", ""))
+    valid = pc.is_valid(origin)
+    return pc.if_else(valid, bases, pa.nulls(len(bases), pa.string())), scheme, origin, dir_path
+
+
+def _where(mask: pa.Array) -> np.ndarray:
+    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+
+
+def _patch(arr: pa.Array, idx: np.ndarray, values: pa.Array) -> pa.Array:
+    """`arr` with the rows at `idx` replaced by `values` (in that order)."""
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[idx] = True
+    return pc.replace_with_mask(arr, pa.array(mask), values.cast(arr.type))
+
+
+def normalise_text(arr: pa.Array) -> pa.Array:
+    """Unescape HTML entities and collapse whitespace (incl. NBSP, zero-width) to one space.
+
+    The expensive rewrites run only on the rows a cheap scan flags; most captions are clean."""
+    idx = _where(pc.match_substring(arr, "&"))
+    if len(idx):
+        unescaped = [html.unescape(v) for v in arr.take(pa.array(idx)).to_pylist()]
+        arr = _patch(arr, idx, pa.array(unescaped, pa.string()))
+    idx = _where(pc.match_substring_regex(arr, _NEEDS_SPACING))
+    if len(idx):
+        subset = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr.take(pa.array(idx)), _INVISIBLE, " "))
+        arr = _patch(arr, idx, pc.binary_join(pc.utf8_split_whitespace(subset), " "))
+    return arr
+
+
+class _Dropper:
+    """Applies drop reasons in order: a link is counted under the first reason that hits it."""
+
+    def __init__(self, n: int, counts: Counter[str]) -> None:
+        self.alive = pa.array(np.ones(n, dtype=bool))
+        self.counts = counts
+
+    def drop(self, reason: str, condition: pa.Array) -> None:
+        hit = pc.and_(self.alive, pc.fill_null(condition, False))
+        n = pc.sum(hit).as_py() or 0
+        if n:
+            self.counts[f"link_{reason}"] += n
+            self.alive = pc.and_not(self.alive, hit)
+
+
+def _climb(dir_path: pa.Array, ups: pa.Array) -> pa.Array:
+    """Remove `ups` trailing segments from each directory path ('/a/b/' -1-> '/a/'), never above '/'."""
+    most = pc.max(ups).as_py() or 0
+    for k in range(1, most + 1):
+        dir_path = pc.if_else(pc.greater_equal(ups, k), pc.replace_substring_regex(dir_path, r"[^/]+/$", ""), dir_path)
+    return dir_path
+
+
+_SPECIAL = r"(^|/)\.\.?(/|$)|^[?#]|\\"
+
+
+def _resolve_leading_dots(url: pa.Array, origin: pa.Array, dir_path: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """For links starting with './' or '../' and no other special part: (mask, resolved URL)."""
+    n = len(url)
+    mask = pa.array(np.zeros(n, dtype=bool))
+    resolved = pa.nulls(n, pa.string())
+    idx = _where(pc.or_(pc.starts_with(url, "./"), pc.starts_with(url, "../")))
+    if not len(idx):
+        return mask, resolved
+    take = pa.array(idx)
+    lead = pc.extract_regex(url.take(take), r"^(?P<dots>(?:\.\.?/)+)(?P<rest>.*)$")
+    ups = pc.count_substring(lead.field("dots"), "../")
+    rest = lead.field("rest")
+    simple = pc.fill_null(pc.and_not(pc.less_equal(ups, 16), pc.match_substring_regex(rest, _SPECIAL + "|^/")), False)
+    joined = pc.binary_join_element_wise(origin.take(take), _climb(dir_path.take(take), ups), rest, "")
+    return _patch(mask, idx, simple), _patch(resolved, idx, joined)
+
+
+def resolve_urls(src: pa.Array, base: pa.Array, scheme: pa.Array, origin: pa.Array, dir_path: pa.Array,
+                 drop: _Dropper) -> pa.Array:
+    """Absolute http(s) URLs for every link (null where the link is dropped)."""
+    url = src
+    # Browsers ignore tabs and newlines inside URLs and surrounding spaces.
+    idx = _where(pc.match_substring_regex(url, r"[\t\n\r]|^ | $"))
+    if len(idx):
+        url = _patch(url, idx, pc.utf8_trim_whitespace(pc.replace_substring_regex(url.take(pa.array(idx)),
+                                                                                   r"[\t\n\r]", "")))
+    drop.drop("missing_src", pc.is_null(url))
+    drop.drop("empty_src", pc.equal(url, ""))
+    drop.drop("data_uri", pc.match_substring_regex(url, "^data:", ignore_case=True))
+    absolute = pc.match_substring_regex(url, "^https?://", ignore_case=True)
+    protocol_relative = pc.starts_with(url, "//")
+    other_scheme = pc.and_not(pc.match_substring_regex(url, r"^[a-zA-Z][a-zA-Z0-9+.\-]*:"), absolute)
+    drop.drop("unsupported_scheme", other_scheme)
+    root_relative = pc.and_not(pc.starts_with(url, "/"), protocol_relative)
+    leading_dots, dots_resolved = _resolve_leading_dots(url, origin, dir_path)
+    # Other dot segments, query/fragment-only and backslashes need the full RFC 3986 join.
+    needs_urljoin = pc.and_not(
+        pc.and_not(pc.match_substring_regex(url, _SPECIAL), pc.or_(absolute, protocol_relative)), leading_dots
+    )
+    resolved = pc.case_when(
+        pc.make_struct(absolute, protocol_relative, leading_dots, needs_urljoin, root_relative),
+        url,
+        pc.binary_join_element_wise(scheme, url, ":"),
+        dots_resolved,
+        pa.nulls(len(url), pa.string()),
+        pc.binary_join_element_wise(origin, url, ""),
+        pc.binary_join_element_wise(origin, dir_path, url, ""),
+    )
+    idx = _where(pc.and_(needs_urljoin, drop.alive))
+    if len(idx):
+        take = pa.array(idx)
+        joined = [urljoin(b, r) if b is not None else None
+                  for r, b in zip(url.take(take).to_pylist(), base.take(take).to_pylist(), strict=True)]
+        resolved = _patch(resolved, idx, pa.array(joined, pa.string()))
+    valid = pc.match_substring_regex(resolved, r"^https?://[^/?#\s]+([/?#]|$)", ignore_case=True)
+    drop.drop("invalid_url", pc.invert(pc.fill_null(valid, False)))
+    return resolved
+
+
+def build_candidates(buf: LinkBatch, rules: CandidateRules, source: str, crawl: str,
+                     counts: Counter[str]) -> pa.Table:
+    """Candidate rows (before the shard-wide dedup) of the links in `buf`; counts drops."""
+    n = len(buf)
+    if n == 0:
+        return CANDIDATE_SCHEMA.empty_table()
+    link_page = buf.link_page
+    bases, schemes, origins, dirs = _page_bases(buf.page_url, buf.page_base)
+    drop = _Dropper(n, counts)
+    if buf.src_invalid is not None:
+        drop.drop("invalid_unicode", buf.src_invalid)
+    url = resolve_urls(
+        buf.src,
+        bases.take(link_page),
+        schemes.take(link_page),
+        origins.take(link_page),
+        dirs.take(link_page),
+        drop,
+    )
+    drop.drop("url_too_long", pc.greater(pc.utf8_length(url), rules.max_url_chars))
+
+    alt_raw = buf.alt
+    alt = normalise_text(alt_raw)
+    has_alt = pc.fill_null(pc.greater(pc.utf8_length(alt), 0), False)
+    if rules.use_title_without_alt:
+        title = normalise_text(buf.title)
+        has_title = pc.and_not(pc.fill_null(pc.greater(pc.utf8_length(title), 0), False), has_alt)
+    else:
+        title = pa.nulls(n, pa.string())
+        has_title = pa.array(np.zeros(n, dtype=bool))
+    empty = pa.array([""] * n, pa.string())
+    text = pc.case_when(pc.make_struct(has_alt, has_title), alt, title, empty)
+    alt_kind = pc.case_when(
+        pc.make_struct(has_alt, has_title, pc.is_valid(alt_raw)),
+        pa.array(["alt"] * n), pa.array(["title"] * n), pa.array(["alt"] * n), pa.nulls(n, pa.string()),
+    )
+    if not rules.keep_empty_captions:
+        drop.drop("empty_caption", pc.equal(text, ""))
+    too_long = pc.and_(drop.alive, pc.greater(pc.utf8_length(text), rules.max_caption_chars))
+    truncated = pc.sum(too_long).as_py() or 0
+    if truncated:
+        counts["caption_truncated"] += truncated
+        capped = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(text, 0, rules.max_caption_chars))
+        text = pc.if_else(too_long, capped, text)
+
+    keep = drop.alive
+    page_url = buf.page_url.take(link_page)
+    page_lang = buf.page_lang.take(link_page)
+    kept = pa.table(
+        {"url": url, "text": text, "page_url": page_url, "page_lang": page_lang, "alt_kind": alt_kind}
+    ).filter(keep)
+    uids = uids_of(kept["url"], kept["text"])
+    m = kept.num_rows
+    return pa.table(
+        {
+            "uid": uids,
+            "url": kept["url"],
+            "text": kept["text"],
+            "page_url": kept["page_url"],
+            "source": pa.array([source] * m, pa.string()),
+            "crawl": pa.array([crawl] * m, pa.string()),
+            "page_lang": kept["page_lang"],
+            "alt_kind": kept["alt_kind"],
+        },
+        schema=CANDIDATE_SCHEMA,
+    )
+
+
+def uids_of(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """curate.uid.make_uid for every row: blake2b-128 of url, NUL, text (one C-level join
+    per column, then one hash call per row)."""
+    joined = pc.binary_join_element_wise(pc.cast(url, pa.binary()), pc.cast(text, pa.binary()), b"\x00")
+    digests = np.frombuffer(b"".join([blake2b(b, digest_size=16).digest() for b in joined.to_pylist()]), np.uint8)
+    hexed = _HEX_PAIRS[digests].tobytes()  # two hex characters per byte, vectorised
+    offsets = np.arange(0, len(hexed) + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(hexed))
+
+
+def dedup_candidates(table: pa.Table, counts: Counter[str]) -> pa.Table:
+    """Keep the first row of each uid (= each exact (url, text) pair), in input order."""
+    if table.num_rows == 0:
+        return table
+    indexed = table.select(["uid"]).append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    first = indexed.group_by("uid", use_threads=False).aggregate([("_row", "min")])["_row_min"].to_numpy().copy()
+    first.sort()
+    dups = table.num_rows - len(first)
+    if dups:
+        counts["link_duplicate"] += dups
+    return table.take(pa.array(first))

@@ -1,0 +1,80 @@
+"""Read WARC/WAT/WET records with FastWARC, surviving corrupt stretches of a file.
+
+FastWARC stops at the first damaged gzip member or unparsable header. Common Crawl files are
+per-record gzip members, so after a failure we look for the next gzip member that starts a WARC
+record and carry on from there: one damaged record costs that record, not the rest of the file.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO
+
+from fastwarc.warc import ArchiveIterator, WarcRecord
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+_SCAN_CHUNK = 1 << 20
+
+
+def _starts_warc_member(fh: IO[bytes], offset: int) -> bool:
+    """True when a gzip member at `offset` inflates to the start of a WARC record."""
+    fh.seek(offset)
+    head = fh.read(4096)
+    try:
+        inflated = zlib.decompressobj(31).decompress(head, 16)
+    except zlib.error:
+        return False
+    return inflated.startswith(b"WARC/")
+
+
+def find_next_member(fh: IO[bytes], start: int) -> int | None:
+    """Offset of the first gzip member at or after `start` that holds a WARC record."""
+    pos = start
+    while True:
+        fh.seek(pos)
+        chunk = fh.read(_SCAN_CHUNK + len(GZIP_MAGIC))
+        if len(chunk) < len(GZIP_MAGIC):
+            return None
+        i = chunk.find(GZIP_MAGIC)
+        while i != -1 and i < _SCAN_CHUNK:
+            if _starts_warc_member(fh, pos + i):
+                return pos + i
+            i = chunk.find(GZIP_MAGIC, i + 1)
+        if len(chunk) <= _SCAN_CHUNK:
+            return None
+        pos += _SCAN_CHUNK
+
+
+def iter_records(fh: IO[bytes], counts: Counter[str]) -> Iterator[tuple[WarcRecord, bytes]]:
+    """Yield (record, body) for every readable record; damaged stretches are counted in
+    counts["record_corrupt"] and skipped, records shorter than their Content-Length in
+    counts["record_truncated"]."""
+    base = 0
+    while True:
+        fh.seek(base)
+        records = iter(ArchiveIterator(fh, parse_http=True))
+        last_start: int | None = None
+        while True:
+            try:
+                record = next(records)
+                last_start = base + record.stream_pos
+                body = record.reader.read()
+            except StopIteration:
+                return
+            except Exception:
+                counts["record_corrupt"] += 1
+                break
+            # For HTTP records the parsed headers are not part of `body`, so the length check
+            # only applies to plain records (WAT JSON, WET text).
+            if not record.is_http and len(body) < record.content_length:
+                counts["record_truncated"] += 1
+                continue
+            yield record, body
+        # Resume after the start of the last record we read (or the failed start), never before.
+        resume_from = (last_start if last_start is not None else base) + 1
+        nxt = find_next_member(fh, resume_from)
+        if nxt is None:
+            return
+        base = nxt

@@ -1,0 +1,293 @@
+"""Ingest: record reading, link extraction and the candidate rules, on real and generated files."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curate.stages.ingest.candidates import CandidateRules, LinkBuffer, build_candidates, uids_of
+from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
+from curate.stages.ingest.watgen import synthetic_pages, wat_page_records, warcinfo_record, write_wat
+from curate.uid import make_uid
+
+FIXTURES = Path("/work/shared/fixtures/commoncrawl")
+if not FIXTURES.exists():  # CI clones the repo with shared/ beside it
+    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "commoncrawl"
+PAGE = "https://an.wikipedia.org/wiki/Escopete"
+
+
+def extract(path: Path, rules: CandidateRules | None = None) -> tuple[list[dict], Counter[str]]:
+    counts: Counter[str] = Counter()
+    with open(path, "rb") as fh:
+        table, _ = extract_file(fh, rules or CandidateRules(), str(path), "CC-MAIN-2024-22", counts)
+    return table.to_pylist(), counts
+
+
+# ------------------------------------------------------------------ real Common Crawl fixtures
+ESCOPETE_EXPECTED = [
+    ("https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-wordmark-an.svg", "Biquipedia"),
+    ("https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-tagline-an.svg", "A enciclopedia libre"),
+    (
+        "https://upload.wikimedia.org/wikipedia/commons/thumb/0/0a/Escudo_de_Escopete_%28Guadalajara%29.svg/"
+        "70px-Escudo_de_Escopete_%28Guadalajara%29.svg.png",
+        "Escudo d'armas",
+    ),
+    (
+        "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9c/Castilla-La_Mancha-loc.svg/"
+        "250px-Castilla-La_Mancha-loc.svg.png",
+        "Escopete ubicada en Castiella-La Mancha",
+    ),
+    ("https://upload.wikimedia.org/wikipedia/commons/thumb/d/d2/Map_pointer.svg/12px-Map_pointer.svg.png", "Escopete"),
+    ("https://an.wikipedia.org/static/images/footer/wikimedia-button.png", "Wikimedia Foundation"),
+    ("https://an.wikipedia.org/static/images/footer/poweredby_mediawiki_88x31.png", "Powered by MediaWiki"),
+]
+
+
+def test_whirlwind_warc_gives_exact_candidates():
+    rows, counts = extract(FIXTURES / "whirlwind.warc.gz")
+    assert [(r["url"], r["text"]) for r in rows] == ESCOPETE_EXPECTED
+    for r in rows:
+        assert r["uid"] == make_uid(r["url"], r["text"])
+        assert r["page_url"] == PAGE
+        assert r["page_lang"] == "an"  # <html lang="an">
+        assert r["alt_kind"] == "alt"
+        assert r["crawl"] == "CC-MAIN-2024-22"
+    # 13 <img>: 4 without alt (Wikimedia thumbnails) and 2 with alt="" are dropped as empty captions.
+    assert counts["link_empty_caption"] == 6
+    assert counts["link_kept"] == 7
+    assert counts["record_with_images"] == 1
+    assert counts["record_skipped_request"] == 1 and counts["record_skipped_metadata"] == 1
+
+
+def test_whirlwind_warc_keep_empty_captions():
+    rows, counts = extract(FIXTURES / "whirlwind.warc.gz", CandidateRules(keep_empty_captions=True))
+    assert len(rows) == 13 and "link_empty_caption" not in counts
+    empty = [r for r in rows if r["text"] == ""]
+    assert len(empty) == 6
+    # Protocol-relative thumbnails resolve against the page's scheme.
+    assert "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9a/Flag_of_Spain.svg/18px-Flag_of_Spain.svg.png" in {
+        r["url"] for r in empty
+    }
+    assert {r["alt_kind"] for r in empty} == {"alt", None}  # alt="" vs no alt attribute at all
+
+
+def test_whirlwind_wat_and_wet_are_read_and_counted():
+    rows, counts = extract(FIXTURES / "whirlwind.warc.wat.gz")
+    # The fixture's only page record describes the HTTP request, which carries no links.
+    assert rows == [] and counts["record_not_html_response"] == 1 and counts["record_skipped_warcinfo"] == 1
+    rows, counts = extract(FIXTURES / "whirlwind.warc.wet.gz")
+    assert rows == [] and counts["record_wet_text_no_images"] == 1
+
+
+# ------------------------------------------------------------------- generated WAT files
+def test_generated_wat_rules(tmp_path):
+    page = "https://example.com/blog/post.html"
+    path = tmp_path / "a.warc.wat.gz"
+    write_wat(
+        path,
+        [
+            (
+                page,
+                [
+                    ("https://img.example.com/a.jpg", "A  red\tcircle "),
+                    ("../img/b.png", "Caf&eacute; &amp; bar"),
+                    ("//cdn.example.net/c.webp", None, "title only"),
+                    ("/d.jpg", "", "empty alt uses title"),
+                    ("e.jpg", ""),  # empty caption: dropped
+                    ("data:image/gif;base64,R0lGOD", "pixel"),  # data URI: dropped
+                    ("javascript:void(0)", "js"),  # not http(s): dropped
+                    ("https://img.example.com/a.jpg", "A red circle"),  # same (url, text) after normalising
+                    ("ftp://files.example.com/f.jpg", "ftp"),
+                ],
+            ),
+            ("http://other.org", [("x.jpg", "root page")]),
+        ],
+    )
+    rows, counts = extract(path)
+    got = [(r["url"], r["text"], r["alt_kind"], r["page_url"]) for r in rows]
+    assert got == [
+        ("https://img.example.com/a.jpg", "A red circle", "alt", page),
+        ("https://example.com/img/b.png", "Café & bar", "alt", page),
+        ("https://cdn.example.net/c.webp", "title only", "title", page),
+        ("https://example.com/d.jpg", "empty alt uses title", "title", page),
+        ("http://other.org/x.jpg", "root page", "alt", "http://other.org"),
+    ]
+    assert counts["link_duplicate"] == 1
+    assert counts["link_data_uri"] == 1
+    assert counts["link_unsupported_scheme"] == 2
+    assert counts["link_empty_caption"] == 1
+    assert counts["link_kept"] == 5
+    assert counts["non_image_links_ignored"] == 4  # two <a href> per generated page
+    assert counts["record_not_html_response"] == 4  # request + crawl-metadata records of 2 pages
+    n_links = 10
+    assert sum(v for k, v in counts.items() if k.startswith("link_")) == n_links
+
+
+def test_title_fallback_can_be_disabled_and_captions_are_capped(tmp_path):
+    path = tmp_path / "a.warc.wat.gz"
+    write_wat(path, [("https://e.com/", [("a.jpg", None, "title"), ("b.jpg", "word " * 50)])])
+    rows, counts = extract(path, CandidateRules(use_title_without_alt=False, max_caption_chars=12))
+    assert [(r["url"], r["text"]) for r in rows] == [("https://e.com/b.jpg", "word word wo")]
+    assert counts["link_empty_caption"] == 1 and counts["caption_truncated"] == 1
+
+
+def test_page_language_from_wat_meta(tmp_path):
+    path = tmp_path / "a.warc.wat.gz"
+    with open(path, "wb") as fh:
+        fh.write(warcinfo_record(path.name))
+        fh.write(wat_page_records("https://e.de/", [("a.jpg", "Bild")], lang="de-DE, en"))
+        fh.write(wat_page_records("https://e.com/", [("a.jpg", "image")]))
+    rows, _ = extract(path)
+    assert [r["page_lang"] for r in rows] == ["de-de", None]
+
+
+# ------------------------------------------------------------------ corrupted input
+def _pages(n: int, start: int = 0) -> list[bytes]:
+    return [wat_page_records(f"https://site.com/p{i}", [(f"/img/{i}.jpg", f"picture {i}")]) for i in range(start, n)]
+
+
+def _member(body: bytes, uri: str = "https://site.com/bad") -> bytes:
+    head = (
+        "WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nContent-Type: application/json\r\n"
+        "Content-Length: {n}\r\n\r\n"
+    ).format(uri=uri, n=len(body))
+    return gzip.compress(head.encode() + body + b"\r\n\r\n")
+
+
+CORRUPTIONS = {
+    "truncated_gzip_member": (lambda p: p[: len(p) // 2], "record_corrupt"),
+    "garbage_bytes": (lambda p: b"\x00garbage\xff" * 40, "record_corrupt"),
+    "invalid_json": (lambda p: _member(b'{"Envelope": {"IMG@/src": [1, 2'), "record_invalid_json"),
+    "non_utf8": (
+        lambda p: _member(
+            b'{"Envelope":{"WARC-Header-Metadata":{"WARC-Target-URI":"https://site.com/bad"},"Payload-Metadata":'
+            b'{"HTTP-Response-Metadata":{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/x.jpg",'
+            b'"alt":"caf\xe9 \xff"}]}}}}}'
+        ),
+        "record_invalid_utf8",
+    ),
+}
+
+
+@pytest.mark.fault("ingest", "WAT file with a truncated gzip member, garbage bytes, a record of invalid JSON or "
+                   "non-UTF-8 text", "that record is skipped and counted by reason; every other page is kept")
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_record_is_skipped_and_the_rest_kept(tmp_path, kind):
+    make, reason = CORRUPTIONS[kind]
+    pages = _pages(6)
+    bad = make(pages[3])
+    path = tmp_path / "c.warc.wat.gz"
+    path.write_bytes(warcinfo_record("c") + b"".join(pages[:3]) + bad + b"".join(pages[4:]))
+    rows, counts = extract(path)
+    # Page 3 was replaced by the bad bytes; every other page survives.
+    assert [r["page_url"] for r in rows] == [f"https://site.com/p{i}" for i in (0, 1, 2, 4, 5)]
+    assert counts[reason] >= 1
+
+
+@pytest.mark.fault("ingest", "WAT file cut off in the middle of its last record",
+                   "the cut record is counted as record_truncated; the pages before it are kept")
+def test_truncated_file_end(tmp_path):
+    data = warcinfo_record("t") + b"".join(_pages(4))
+    path = tmp_path / "t.warc.wat.gz"
+    cut = data[:-40]
+    path.write_bytes(cut)
+    rows, counts = extract(path)
+    assert [r["page_url"] for r in rows] == [f"https://site.com/p{i}" for i in range(4)]
+    assert counts["record_truncated"] + counts["record_corrupt"] >= 1
+
+
+def test_bad_record_in_a_block_falls_back_without_losing_the_others(tmp_path):
+    pages = _pages(5)
+    odd = _member(
+        b'{"Envelope":{"WARC-Header-Metadata":{"WARC-Target-URI":"https://site.com/odd"},"Payload-Metadata":'
+        b'{"HTTP-Response-Metadata":{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/n.jpg","alt":42},'
+        b'{"path":"IMG@/src","url":"/s.jpg","alt":"fine"}]}}}}}'
+    )
+    clean, _ = extract(_write(tmp_path / "clean.wat.gz", b"".join(pages)))
+    mixed, counts = extract(_write(tmp_path / "mixed.wat.gz", b"".join(pages[:2]) + odd + b"".join(pages[2:])))
+    # The odd record's number-typed alt is not text: that link is counted, the rest kept in order.
+    assert [(r["url"], r["text"]) for r in mixed] == [(r["url"], r["text"]) for r in clean[:2]] + [
+        ("https://site.com/s.jpg", "fine")
+    ] + [(r["url"], r["text"]) for r in clean[2:]]
+    assert counts["caption_invalid_unicode"] == 1 and counts["link_empty_caption"] == 1
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_arrow_block_path_equals_record_by_record_path(tmp_path):
+    path = tmp_path / "s.warc.wat.gz"
+    write_wat(path, synthetic_pages(60))
+    from curate.stages.ingest.records import iter_records
+
+    with open(path, "rb") as fh:
+        bodies = [b for _, b in iter_records(fh, Counter()) if b'"IMG@/src"' in b]
+    fast_counts: Counter[str] = Counter()
+    fast = build_candidates(_wat_batch(bodies, fast_counts), CandidateRules(), "s", "", fast_counts)
+    slow_counts: Counter[str] = Counter()
+    # An extra record of invalid JSON forces the record-by-record path for the block.
+    slow = build_candidates(_wat_batch([*bodies, b'{"IMG@/src": ['], slow_counts), CandidateRules(), "s", "", slow_counts)
+    assert fast.equals(slow)
+    slow_counts.pop("record_invalid_json")
+    assert +fast_counts == +slow_counts
+    assert len(bodies) < WAT_BLOCK
+
+
+# ------------------------------------------------------------------ URL and text rules
+RELATIVE = ["img.jpg", "./img.jpg", "../img.jpg", "../../../../img.jpg", "./../a/img.jpg", "/r.jpg", "//cdn.x/i.png",
+            "a/b/../c.jpg", "?q=2", "#x", "../", "..", ".", "x/./y.jpg", ".../x.jpg", "..x/y.jpg", "a\\b.jpg"]
+PAGES = ["https://a.com/x/y/page.html?q=1#f", "https://b.com", "http://c.com/", "https://d.com/a/b/", "HTTPS://E.com/a"]
+
+
+def test_relative_urls_resolve_like_urljoin():
+    buf = LinkBuffer()
+    for page in PAGES:
+        buf.add_page(page, None, None, [(rel, f"{page} {rel}", None) for rel in RELATIVE])
+    counts: Counter[str] = Counter()
+    table = build_candidates(buf.to_batch(counts), CandidateRules(), "", "", counts)
+    assert table.num_rows == len(PAGES) * len(RELATIVE)
+    for row in table.to_pylist():
+        page, rel = row["text"].split(" ", 1)
+        assert row["url"] == urljoin(page, rel), (page, rel)
+
+
+def test_base_href_is_honoured():
+    buf = LinkBuffer()
+    buf.add_page("https://a.com/x/page.html", "/static/", None, [("i.jpg", "one", None), ("../j.jpg", "two", None)])
+    buf.add_page("https://a.com/x/page.html", "https://cdn.com/b/", None, [("k.jpg", "three", None)])
+    counts: Counter[str] = Counter()
+    urls = build_candidates(buf.to_batch(counts), CandidateRules(), "", "", counts)["url"].to_pylist()
+    assert urls == ["https://a.com/static/i.jpg", "https://a.com/j.jpg", "https://cdn.com/b/k.jpg"]
+
+
+def test_odd_values_are_counted_not_crashing():
+    buf = LinkBuffer()
+    buf.add_page("https://a.com/", None, None, [
+        (None, "no src", None), ("", "empty", None), (5, "number", None), ("\ud800.jpg", "surrogate", None),
+        ("ok.jpg", "\udc00", "title instead"), ("http://", "no host", None), ("mailto:x@y", "mail", None),
+    ])
+    counts: Counter[str] = Counter()
+    rows = build_candidates(buf.to_batch(counts), CandidateRules(), "", "", counts).to_pylist()
+    assert [(r["url"], r["text"]) for r in rows] == [("https://a.com/ok.jpg", "title instead")]
+    assert counts == Counter(link_missing_src=1, link_empty_src=1, link_invalid_unicode=2, link_invalid_url=1,
+                             link_unsupported_scheme=1, caption_invalid_unicode=1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1), st.text()), min_size=1, max_size=20))
+def test_uids_of_matches_make_uid(pairs):
+    pairs = [(u, t) for u, t in pairs if not any(0xD800 <= ord(c) <= 0xDFFF for c in u + t)]
+    if not pairs:
+        return
+    urls, texts = zip(*pairs, strict=True)
+    got = uids_of(pa.array(urls), pa.array(texts)).to_pylist()
+    assert got == [make_uid(u, t) for u, t in pairs]
