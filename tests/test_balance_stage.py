@@ -195,3 +195,28 @@ def test_clear_errors(tmp_path, local_executor) -> None:
         balance.run(pool, BalanceConfig(metadata=str(folder), tail_fraction=0.5), quiet=True)
     with pytest.raises(PoolError, match="no finished download shards"):
         balance.run(Pool(str(tmp_path / "empty")), BalanceConfig(metadata=_metadata(tmp_path)), quiet=True)
+
+
+def test_cli_balance(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    captions = zipf_captions(500, [e for e in ENTRIES if " " not in e], seed=8)
+    pool = build_pool(tmp_path / "pool", captions, 2)
+    env = {**os.environ, "CURATE_EXECUTOR": "local"}
+    from pathlib import Path
+
+    curate = str(Path(sys.executable).parent / "curate")
+    cmd = [curate, "balance", "--pool", pool.url, "--metadata", _metadata(tmp_path),
+           "--t", "20", "--seed", "4", "--name", "cli"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "kept" in done.stdout + done.stderr and pool.exists("balanced/cli/uids.npy")
+    assert pool.read_json("balanced/cli/report.json")["thresholds"]["*"]["t"] == 20
+    bad = subprocess.run([*cmd[:-6], "--t", "5", "--tail-fraction", "0.2"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert bad.returncode == 2 and "not both" in bad.stderr
+    missing = subprocess.run([*cmd[:5], "/nonexistent/meta.txt"], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert missing.returncode == 2 and "metadata not found" in missing.stderr
