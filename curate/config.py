@@ -35,28 +35,70 @@ class IngestConfig(Section):
 
 
 class DownloadConfig(Section):
-    image_size: int = Field(512, ge=1)
-    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "keep_ratio_largest"
-    resize_only_if_bigger: bool = True
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = Field(95, ge=1, le=100)
-    output_format: Literal["webdataset", "parquet"] = "webdataset"
-    samples_per_shard: int = Field(10_000, ge=1)
-    retries: int = Field(2, ge=0)
-    timeout: float = Field(10.0, gt=0, description="seconds per request")
-    shard_timeout: float = Field(3600.0, gt=0, description="seconds per shard before it is cut short")
+    """Download (docs/download.md). Defaults follow DataComp's download settings."""
+
+    image_size: int = Field(512, ge=1, description="target side in pixels (which side: resize_mode)")
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
+        "keep_ratio_largest", description="img2dataset's resize modes")
+    resize_only_if_bigger: bool = Field(True, description="never enlarge small images")
+    encode_format: Literal["jpg", "png", "webp"] = Field("jpg", description="format of the stored images")
+    encode_quality: int = Field(95, ge=1, le=100, description="jpg/webp quality; png: compression effort")
+    output_format: Literal["webdataset", "parquet"] = Field(
+        "webdataset", description="shards/<id>.tar (+ .parquet), or image bytes in the .parquet's jpg column")
+    samples_per_shard: int = Field(10_000, ge=1, description="candidates per download shard")
+    retries: int = Field(2, ge=0, description="extra attempts for transient failures (timeouts, resets, 5xx, 429)")
+    timeout: float = Field(10.0, gt=0, description="hard seconds per request: connect, headers and body together")
+    shard_timeout: float = Field(
+        3600.0, gt=0, description="seconds per shard; samples unfinished by then get status timeout")
     thread_count: int = Field(64, ge=1, description="concurrent fetches per shard task")
-    user_agent_token: str = "curate"
-    respect_optouts: bool = True
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(89_478_485, ge=1)
-    per_host_concurrency: int = Field(8, ge=1)
+    user_agent_token: str = Field(
+        "curate", min_length=1, pattern=r"^[A-Za-z0-9._-]+$",
+        description="our crawler name: in the User-Agent and matched by scoped X-Robots-Tag (\"curate: noai\")")
+    respect_optouts: bool = Field(True, description="skip X-Robots-Tag noai/noimageai/noindex/noimageindex/none")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="stop reading a body past this many bytes")
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="refuse images declaring more pixels, before decoding (decompression bombs)")
+    per_host_concurrency: int = Field(8, ge=1, description="requests in flight per host, per shard task")
     per_host_rate: float = Field(50.0, gt=0, description="requests per second per host, per shard task")
-    allow_addresses: list[str] = Field(default_factory=list, description="addresses/networks exempt from blocking")
+    dns_cache_seconds: float = Field(300.0, ge=0, description="how long a DNS answer is reused")
+    allow_addresses: list[str] = Field(
+        default_factory=list,
+        description="addresses/CIDR networks exempt from the private/loopback/link-local block (e.g. 127.0.0.1)")
+
+
+def _scorer_spec() -> Any:
+    """Discriminated union (on `type`) of every registered scorer's config: clip, language, nsfw, …"""
+    from typing import Union
+
+    from curate.scorers.base import registry
+
+    classes = tuple(cls.config_class for cls in registry().values())
+    return Annotated[Union[classes], Field(discriminator="type")]  # noqa: UP007 - built from a tuple
+
+
+ScorerSpec = _scorer_spec()
 
 
 class ScoreConfig(Section):
-    scorers: list[dict[str, Any]] = Field(default_factory=list)
+    scorers: list[ScorerSpec] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="scorers to run, each {type: clip|language|nsfw|text_stats|image_stats, …}"
+    )
+    max_image_pixels: int = Field(89_478_485, ge=1, description="images with more pixels get no image scores")
+    decode_batch_size: int = Field(256, ge=1, description="decoded samples per block from a decode task")
+    decode_num_cpus: float = Field(1.0, gt=0, description="CPUs per shard-decoding task")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ScoreConfig:
+        names = [s.name for s in self.scorers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scorer names must be unique (they name scores/<name>/): {', '.join(dupes)}")
+        clips = {s.name for s in self.scorers if s.type == "clip"}
+        for s in self.scorers:
+            ref = getattr(s, "clip", None)
+            if s.type == "nsfw" and ref not in clips:
+                raise ValueError(f"nsfw scorer {s.name!r}: clip: {ref!r} names no clip scorer (have: {sorted(clips)})")
+        return self
 
 
 KeepRule = Literal["lowest_uid", "highest_score", "farthest_from_centroid"]

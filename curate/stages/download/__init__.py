@@ -1,0 +1,52 @@
+"""Download stage: candidates/*.parquet → shards/ (img2dataset webdataset layout), fast and safely.
+
+Entry point `run(pool, config, ...)`, used by `curate download` and `curate run`. See docs/download.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curate.config import DownloadConfig
+from curate.pool import Pool
+from curate.progress import console
+from curate.runner import run_stage
+from curate.shards import DOWNLOAD_STAGE
+from curate.stages.download.addresses import parse_allow_list
+from curate.stages.download.planning import candidate_files, check_plan, plan_shards
+from curate.stages.download.shard import download_shard
+
+__all__ = ["download_shard", "run"]
+
+
+def run(
+    pool: Pool,
+    config: DownloadConfig,
+    *,
+    ray_address: str | None = None,
+    rerun: bool = False,
+    allow_addresses: list[str] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Download every candidate into shards; returns the stage report (raises StageFailed on failed shards)."""
+    if allow_addresses:
+        config = config.model_copy(update={"allow_addresses": [*config.allow_addresses, *allow_addresses]})
+    parse_allow_list(config.allow_addresses)  # a bad entry fails now, not inside every task
+    files = candidate_files(pool)
+    shards = plan_shards(files, config.samples_per_shard)
+    if rerun:
+        pool.clear_stage(DOWNLOAD_STAGE)
+    check_plan(pool, files, config.samples_per_shard, len(pool.done_shards(DOWNLOAD_STAGE)))
+    result = run_stage(DOWNLOAD_STAGE, pool, download_shard, shards, config, num_cpus=1, max_retries=2,
+                       ray_address=ray_address, quiet=quiet)
+    totals = result.report.get("totals", {})
+    samples = int(totals.get("samples", 0))
+    successes = int(totals.get("successes", 0))
+    rate = successes / samples if samples else 0.0
+    result.report["success_rate"] = round(rate, 6)
+    pool.write_report(DOWNLOAD_STAGE, result.report)
+    if not quiet:
+        console.print(f"[download] success rate {rate:.1%} ({successes:,} of {samples:,} samples "
+                      f"in {result.report['shards_done']} shards)")
+    result.raise_for_failures()
+    return result.report

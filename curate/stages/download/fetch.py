@@ -1,0 +1,201 @@
+"""One image fetch over HTTP(S), pinned to a vetted address, with manual redirects and hard limits.
+
+http.client is driven directly (not urllib/requests) so that: the socket connects to the address
+that `vet_url` checked while Host/SNI carry the name; every redirect hop is vetted again; the
+total time of a request — connect, headers and a slowly dripping body — is bounded by one
+deadline; and reading stops as soon as the body passes the byte cap.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+from curate.stages.download.addresses import (
+    BlockedAddress,
+    DnsCache,
+    IPNetwork,
+    Target,
+    UnresolvableHost,
+    vet_url,
+)
+from curate.stages.download.optouts import optout_directive
+from curate.stages.download.politeness import DeadlineExceeded, HostLimiter
+
+MAX_REDIRECTS = 5
+READ_CHUNK = 256 * 1024
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+# Content types that cannot be an image; anything else (image/*, octet-stream, missing) is tried.
+_NON_IMAGE_MAIN_TYPES = frozenset({"text", "audio", "video", "font", "multipart", "model"})
+_NON_IMAGE_SUBTYPE_WORDS = ("html", "json", "xml", "javascript", "pdf", "zip")
+
+
+class FetchFailure(Exception):
+    """A sample's fetch failed: `status` is its shard status, `error` a short URL-free reason."""
+
+    def __init__(self, status: str, error: str, retryable: bool = False) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    user_agent: str
+    user_agent_token: str
+    respect_optouts: bool
+    max_bytes: int
+    allow: tuple[IPNetwork, ...]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the vetted address; `host` still names the site for the Host header."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._ip = target.ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the vetted address, with SNI and certificate checks against the host name."""
+
+    def __init__(self, target: Target, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._ip = target.ip
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchFailure("failed_to_download", "timeout", retryable=True)
+    return left
+
+
+def _looks_like_non_image(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if not mime:
+        return False
+    main, _, sub = mime.partition("/")
+    return main in _NON_IMAGE_MAIN_TYPES or any(word in sub for word in _NON_IMAGE_SUBTYPE_WORDS)
+
+
+def _read_body(response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float,
+               max_bytes: int) -> bytes:
+    length = response.getheader("Content-Length")
+    if length and length.strip().isdigit() and int(length) > max_bytes:
+        raise FetchFailure("failed_to_download", f"image larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        if conn.sock is not None:
+            conn.sock.settimeout(_remaining(deadline))
+        # read1 returns what has arrived instead of blocking until the chunk is full, so a slowly
+        # dripping body is checked against the deadline piece by piece.
+        chunk = response.read1(READ_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise FetchFailure("failed_to_download", f"image larger than {max_bytes} bytes")
+        chunks.append(chunk)
+        _remaining(deadline)  # a body dripping in just under the socket timeout still ends here
+    return b"".join(chunks)
+
+
+def _request_once(target: Target, settings: FetchSettings, deadline: float) -> tuple[int, http.client.HTTPMessage,
+                                                                                       bytes | None, str | None]:
+    """Returns (status, headers, body or None, redirect location or None)."""
+    timeout = _remaining(deadline)
+    if target.scheme == "https":
+        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(target, timeout, _ssl_context())
+    else:
+        conn = _PinnedHTTPConnection(target, timeout)
+    try:
+        conn.request("GET", target.path, headers={
+            "User-Agent": settings.user_agent,
+            "Accept": "image/avif,image/webp,image/*,*/*;q=0.8",
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+        })
+        if conn.sock is not None:
+            conn.sock.settimeout(_remaining(deadline))
+        response = conn.getresponse()
+        status = response.status
+        headers = response.msg
+        if status in _REDIRECT_CODES:
+            return status, headers, None, response.getheader("Location")
+        if status != 200:
+            return status, headers, None, None
+        if settings.respect_optouts:
+            directive = optout_directive(headers.get_all("X-Robots-Tag") or [], settings.user_agent_token)
+            if directive:
+                raise FetchFailure("opted_out", f"x-robots-tag {directive}")
+        content_type = response.getheader("Content-Type") or ""
+        if _looks_like_non_image(content_type):
+            raise FetchFailure("failed_to_download", f"not an image: content-type {content_type.split(';')[0]}")
+        return status, headers, _read_body(response, conn, deadline, settings.max_bytes), None
+    finally:
+        conn.close()
+
+
+def fetch_image(url: str, settings: FetchSettings, dns: DnsCache, limiter: HostLimiter, deadline: float) -> bytes:
+    """The body of `url` after following redirects; raises FetchFailure with the sample's status."""
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        try:
+            target = vet_url(current, settings.allow, dns)
+        except BlockedAddress as exc:
+            where = "redirect to " if current is not url else ""
+            raise FetchFailure("blocked_address", f"{where}{exc}") from None
+        except UnresolvableHost as exc:
+            raise FetchFailure("failed_to_download", str(exc)) from None
+        except ValueError as exc:
+            raise FetchFailure("failed_to_download", f"bad url: {exc}") from None
+        try:
+            with limiter.request(target.host, deadline):
+                status, _headers, body, location = _request_once(target, settings, deadline)
+        except FetchFailure:
+            raise
+        except DeadlineExceeded:
+            raise FetchFailure("failed_to_download", "timeout", retryable=True) from None
+        except TimeoutError:
+            raise FetchFailure("failed_to_download", "timeout", retryable=True) from None
+        except ssl.SSLError as exc:
+            raise FetchFailure("failed_to_download", f"tls: {exc.reason or type(exc).__name__}") from None
+        except ConnectionRefusedError:
+            raise FetchFailure("failed_to_download", "connection refused", retryable=True) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchFailure("failed_to_download", f"connection error: {type(exc).__name__}",
+                               retryable=True) from None
+        if body is not None:
+            return body
+        if location is None:
+            if status in _REDIRECT_CODES:
+                raise FetchFailure("failed_to_download", f"http {status} without location")
+            raise FetchFailure("failed_to_download", f"http {status}", retryable=status >= 500 or status == 429)
+        current = urljoin(current, location.strip())
+    raise FetchFailure("failed_to_download", f"more than {MAX_REDIRECTS} redirects")

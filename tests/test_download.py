@@ -1,0 +1,279 @@
+"""Download shards against a local HTTP server: exact counts per status, limits, timeouts, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curate.config import DownloadConfig
+from curate.errors import StageFailed
+from curate.pool import Pool
+from curate.shards import SHARD_SCHEMA, iter_shard_samples, list_shards, read_shard_table
+from curate.stages import download
+from curate.stages.download.planning import plan_shards
+from curate.stages.download.shard import Segment, download_shard
+from curate.synthetic import draw_shape
+from curate.testing_http import Route, redirect, serve_routes
+from curate.uid import make_uid
+
+
+def _encode(fmt: str, size: tuple[int, int] = (80, 60), mode: str = "RGB") -> bytes:
+    img = draw_shape("red", "circle", size=max(size)).resize(size).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+JPEG = _encode("JPEG")
+PNG = _encode("PNG", (700, 350), mode="P")  # palette PNG: small on the wire
+WEBP = _encode("WEBP")
+GIF = _encode("GIF", mode="P")
+BIG_JPEG = _encode("JPEG", (400, 300))
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(buf, "PNG")  # a few KB on the wire, 4 Mpx once decoded
+    return buf.getvalue()
+
+
+BOMB = _bomb()
+
+
+def _status_routes() -> dict[str, Route]:
+    big = b"\xff\xd8" + bytes(300_000)
+    return {
+        "/a.jpg": Route(JPEG, content_type="image/jpeg"),
+        "/b.png": Route(PNG, content_type="image/png"),
+        "/c.webp": Route(WEBP, content_type="image/webp"),
+        "/d.gif": Route(GIF, content_type="image/gif"),
+        "/e.jpg": Route(JPEG, content_type=None),  # no content type: try to decode
+        "/500": Route(b"boom", status=500, content_type="text/plain"),
+        "/slow.jpg": Route(JPEG, content_type="image/jpeg", delay=3.0),
+        "/drip.jpg": Route(JPEG, content_type="image/jpeg", drip_seconds=3.0),  # each piece < timeout
+        "/big.jpg": Route(big, content_type="image/jpeg"),
+        "/big-nolength.jpg": Route(big, content_type="image/jpeg", send_length=False),
+        "/truncated.jpg": Route(BIG_JPEG[: len(BIG_JPEG) * 2 // 3], content_type="image/jpeg"),
+        "/page.html": Route(b"<html>hi</html>", content_type="text/html; charset=utf-8"),
+        "/bomb.png": Route(BOMB, content_type="image/png"),
+        "/noai.jpg": Route(JPEG, content_type="image/jpeg", headers={"X-Robots-Tag": "noai"}),
+        "/scoped.jpg": Route(JPEG, content_type="image/jpeg", headers={"X-Robots-Tag": "curate: noimageai"}),
+        "/otherbot.jpg": Route(JPEG, content_type="image/jpeg", headers={"X-Robots-Tag": "otherbot: noai"}),
+        "/to-meta": redirect("http://169.254.169.254/latest/meta-data/"),
+        "/to-private-v6": redirect("http://[::1]/a.jpg", status=301),
+        "/loop": redirect("/loop"),
+    }
+
+
+EXPECTED = {
+    "/a.jpg": "success", "/b.png": "success", "/c.webp": "success", "/d.gif": "success", "/e.jpg": "success",
+    "/redirect-ok": "success", "/otherbot.jpg": "success",
+    "/missing.jpg": "failed_to_download", "/500": "failed_to_download", "/slow.jpg": "failed_to_download",
+    "/drip.jpg": "failed_to_download", "/big.jpg": "failed_to_download", "/big-nolength.jpg": "failed_to_download",
+    "/page.html": "failed_to_download", "/loop": "failed_to_download",
+    "/truncated.jpg": "failed_to_resize", "/bomb.png": "failed_to_resize",
+    "/to-meta": "blocked_address", "/to-private-v6": "blocked_address",
+    "/noai.jpg": "opted_out", "/scoped.jpg": "opted_out",
+}
+
+
+def _config(**overrides) -> DownloadConfig:
+    base = {"allow_addresses": ["127.0.0.1"], "retries": 0, "timeout": 1.0, "max_image_bytes": 200_000,
+            "max_image_pixels": 1_000_000, "image_size": 256, "thread_count": 16, "per_host_concurrency": 32,
+            "per_host_rate": 1000.0}
+    return DownloadConfig(**{**base, **overrides})
+
+
+def _write_candidates(pool: Pool, urls: list[str], files: int = 1) -> list[str]:
+    uids = []
+    per_file = -(-len(urls) // files)
+    for f in range(files):
+        chunk = urls[f * per_file : (f + 1) * per_file]
+        texts = [f"caption {u.rsplit('/', 1)[-1]}" for u in chunk]
+        ids = [make_uid(u, t) for u, t in zip(chunk, texts, strict=True)]
+        uids += ids
+        pool.write_parquet(f"candidates/part-{f:05d}.parquet", pa.table({
+            "uid": ids, "url": chunk, "text": texts, "page_url": ["http://page.example/"] * len(chunk),
+            "source": ["test"] * len(chunk), "crawl": [""] * len(chunk), "page_lang": [None] * len(chunk),
+            "alt_kind": ["alt"] * len(chunk)}))
+    return uids
+
+
+def test_statuses_exact_counts(tmp_path: Path) -> None:
+    routes = _status_routes()
+    with serve_routes(routes) as server:
+        routes["/redirect-ok"] = redirect(server.url("/a.jpg"))
+        paths = list(EXPECTED)
+        pool = Pool(str(tmp_path / "pool"))
+        urls = [server.url(p) for p in paths] + ["ftp://127.0.0.1/a.jpg"]
+        uids = _write_candidates(pool, urls)
+        started = time.monotonic()
+        stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, len(urls))],
+                               _config())
+        elapsed = time.monotonic() - started
+        user_agents = set(server.user_agents)
+
+    assert elapsed < 3.0, "timeouts must cut slow and dripping responses at ~1s"
+    table = read_shard_table(pool, "00000000")
+    assert table.schema.equals(SHARD_SCHEMA)
+    by_path = dict(zip([u.split(str(server.port), 1)[-1] for u in urls], table.column("status").to_pylist(),
+                       strict=True))
+    assert by_path.pop("ftp://127.0.0.1/a.jpg") == "blocked_address"
+    assert by_path == EXPECTED
+    expected_counts: dict[str, int] = {}
+    for status in [*EXPECTED.values(), "blocked_address"]:
+        expected_counts[status] = expected_counts.get(status, 0) + 1
+    assert stats["counts"] == expected_counts
+    assert stats["samples"] == len(urls) and stats["successes"] == 7
+    assert table.column("uid").to_pylist() == uids
+    errors = dict(zip(table.column("url").to_pylist(), table.column("error_message").to_pylist(), strict=True))
+    assert errors[server.url("/slow.jpg")] == errors[server.url("/drip.jpg")] == "timeout"
+    assert "larger than 200000 bytes" in errors[server.url("/big-nolength.jpg")]
+    assert "content-type text/html" in errors[server.url("/page.html")]
+    assert "169.254.169.254" in errors[server.url("/to-meta")]
+    assert errors[server.url("/missing.jpg")] == "http 404"
+    assert errors[server.url("/noai.jpg")] == "x-robots-tag noai"
+    assert all("curate/" in ua for ua in user_agents)
+
+    # Stored images: resized (keep_ratio_largest, only if bigger), re-encoded, sha256 of the stored bytes.
+    samples = {s["uid"]: s for s in iter_shard_samples(pool, "00000000")}
+    assert len(samples) == 7
+    rows = {r["uid"]: r for r in table.to_pylist()}
+    for uid, sample in samples.items():
+        assert hashlib.sha256(sample["image"]).hexdigest() == rows[uid]["sha256"]
+        img = Image.open(io.BytesIO(sample["image"]))
+        assert img.format == "JPEG" and img.size == (rows[uid]["width"], rows[uid]["height"])
+        assert sample["meta"]["page_url"] == "http://page.example/"
+    png_row = rows[uids[paths.index("/b.png")]]
+    assert (png_row["original_width"], png_row["original_height"], png_row["width"], png_row["height"]) == (
+        700, 350, 256, 128)
+    jpg_row = rows[uids[paths.index("/a.jpg")]]
+    assert (jpg_row["width"], jpg_row["height"]) == (80, 60)  # smaller than image_size: not upscaled
+    written = json.loads(pool.read_bytes("shards/00000000_stats.json"))
+    assert written["status_dict"] == expected_counts and written["successes"] == 7
+
+
+def test_retries_transient_failures(tmp_path: Path) -> None:
+    attempts = {"n": 0}
+
+    def flaky(path: str) -> Route | None:
+        attempts["n"] += 1
+        if attempts["n"] <= 2:
+            return Route(b"busy", status=503, content_type="text/plain")
+        return Route(JPEG, content_type="image/jpeg")
+
+    with serve_routes(flaky) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url("/x.jpg")])
+        seg = [Segment("candidates/part-00000.parquet", 0, 1)]
+        assert download_shard(pool, "00000000", seg, _config(retries=1))["counts"] == {"failed_to_download": 1}
+        attempts["n"] = 0
+        assert download_shard(pool, "00000000", seg, _config(retries=2))["counts"] == {"success": 1}
+        assert attempts["n"] == 3
+
+
+def test_per_host_concurrency_and_rate(tmp_path: Path) -> None:
+    routes = {f"/{i}.jpg": Route(JPEG, content_type="image/jpeg", delay=0.15) for i in range(12)}
+    with serve_routes(routes) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url(p) for p in routes])
+        seg = [Segment("candidates/part-00000.parquet", 0, 12)]
+        stats = download_shard(pool, "00000000", seg, _config(per_host_concurrency=2, thread_count=8, timeout=5))
+        assert stats["counts"] == {"success": 12}
+        assert server.max_in_flight == 2
+
+    routes = {f"/{i}.jpg": Route(JPEG, content_type="image/jpeg") for i in range(11)}
+    with serve_routes(routes) as server:
+        pool = Pool(str(tmp_path / "pool2"))
+        _write_candidates(pool, [server.url(p) for p in routes])
+        started = time.monotonic()
+        stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, 11)],
+                               _config(per_host_rate=20.0, thread_count=8, timeout=5))
+        assert stats["counts"] == {"success": 11}
+        assert time.monotonic() - started >= 0.45  # 11 requests at 20/s: 10 intervals of 50 ms
+
+
+def test_shard_timeout_marks_remaining_samples(tmp_path: Path) -> None:
+    routes = {"/fast.jpg": Route(JPEG, content_type="image/jpeg"),
+              "/stuck.jpg": Route(JPEG, content_type="image/jpeg", delay=4.0)}
+    with serve_routes(routes) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url("/fast.jpg"), server.url("/stuck.jpg")])
+        started = time.monotonic()
+        stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, 2)],
+                               _config(timeout=30.0, shard_timeout=1.0))
+        assert time.monotonic() - started < 2.5
+    assert stats["counts"] == {"success": 1, "timeout": 1}
+
+
+def test_parquet_output_format(tmp_path: Path) -> None:
+    with serve_routes({"/a.jpg": Route(JPEG, content_type="image/jpeg")}) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url("/a.jpg"), server.url("/gone.jpg")])
+        download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, 2)],
+                       _config(output_format="parquet", encode_format="png"))
+    assert not pool.exists("shards/00000000.tar")
+    (sample,) = list(iter_shard_samples(pool, "00000000"))
+    assert Image.open(io.BytesIO(sample["image"])).format == "PNG"
+    assert read_shard_table(pool, "00000000").column("status").to_pylist() == ["success", "failed_to_download"]
+
+
+def test_plan_spans_files_in_order() -> None:
+    plan = plan_shards([("candidates/a.parquet", 5), ("candidates/b.parquet", 4)], 3)
+    assert list(plan) == ["00000000", "00000001", "00000002"]
+    assert plan["00000001"] == [Segment("candidates/a.parquet", 3, 5), Segment("candidates/b.parquet", 0, 1)]
+    assert plan["00000002"] == [Segment("candidates/b.parquet", 1, 4)]
+
+
+def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard killed while writing leaves no marker; the rerun redoes only it and equals a clean run."""
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    routes = {f"/{i}.jpg": Route(_encode("JPEG", (40 + i, 30)), content_type="image/jpeg") for i in range(9)}
+    with serve_routes(routes) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        urls = [server.url(p) for p in routes]
+        _write_candidates(pool, urls, files=2)
+        config = _config(samples_per_shard=4)
+
+        import curate.shards
+
+        real_close = curate.shards.ShardWriter.close
+
+        def killed_after_tar(self, stats):
+            if self.shard_id == "00000001":
+                # The tar is half written when the worker dies: what a killed process leaves behind.
+                tar = self._tar_bytes()
+                self.pool.write_bytes("shards/00000001.tar", tar[: len(tar) // 2])
+                raise RuntimeError("worker killed")
+            real_close(self, stats)
+
+        monkeypatch.setattr(curate.shards.ShardWriter, "close", killed_after_tar)
+        with pytest.raises(StageFailed, match="00000001"):
+            download.run(pool, config, quiet=True)
+        assert list_shards(pool) == ["00000000", "00000002"]
+        assert pool.exists("shards/00000001.tar")  # the truncated tar is there, but not taken as a shard
+        assert not pool.exists("shards/00000001.parquet")
+
+        monkeypatch.setattr(curate.shards.ShardWriter, "close", real_close)
+        hits_before = dict(server.hits)
+        report = download.run(pool, config, quiet=True)
+        refetched = {p for p, n in server.hits.items() if n > hits_before.get(p, 0)}
+        assert refetched == {"/4.jpg", "/5.jpg", "/6.jpg", "/7.jpg"}
+        assert report["shards_run_now"] == 1 and report["shards_skipped_as_done"] == 2
+        assert report["totals"]["counts"] == {"success": 9} and report["success_rate"] == 1.0
+        resumed = {sid: read_shard_table(pool, sid) for sid in list_shards(pool)}
+
+        clean = Pool(str(tmp_path / "clean"))
+        _write_candidates(clean, urls, files=2)
+        download.run(clean, config, quiet=True)
+        for sid, table in resumed.items():
+            assert table.equals(read_shard_table(clean, sid))
+            assert pool.read_bytes(f"shards/{sid}.tar") == clean.read_bytes(f"shards/{sid}.tar")
+        assert download.run(pool, config, quiet=True)["shards_run_now"] == 0
