@@ -72,6 +72,7 @@ def decontaminate(pool: Pool, method: DecontaminateDedup, *, ray_address: str | 
                                                    batch_size=method.batch_size)
     else:
         names, vectors = eval_embeddings
+    _check_dims(pool, f"{embeddings_dir}/{shards[0]}.parquet", method.column, vectors.shape[1])
     work = f"{WORK_DIR}/{name}"
     stage = f"dedup-{name}-search"
     fingerprint = json.dumps({"config": method.model_dump(mode="json"), "eval_names": names,
@@ -94,3 +95,18 @@ def decontaminate(pool: Pool, method: DecontaminateDedup, *, ray_address: str | 
         group=eval_index,
         is_duplicate=result["is_duplicate"].to_numpy(zero_copy_only=False),
     )
+
+
+def _check_dims(pool: Pool, rel: str, column: str, eval_dim: int) -> None:
+    """Fail before any shard runs when the eval model is not the one that embedded the pool."""
+    import pyarrow.parquet as pq
+
+    with pool.open(rel) as fh:
+        schema = pq.ParquetFile(fh).schema_arrow
+    if column not in schema.names:
+        raise ConfigError(f"{pool.uri(rel)}: no column {column!r}")
+    kind = schema.field(column).type
+    dim = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+    if dim != eval_dim:
+        raise ConfigError(f"{pool.uri(rel)}: {column} has {dim} dims but the eval model gives {eval_dim}; "
+                          f"decontaminate with the model that made the pool's embeddings")
