@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from curate.stages.ingest.candidates import CandidateRules, LinkBuffer, build_candidates, uids_of
 from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
-from curate.stages.ingest.watgen import synthetic_pages, wat_page_records, warcinfo_record, write_wat
+from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
 
 FIXTURES = Path("/work/shared/fixtures/commoncrawl")
@@ -155,9 +155,9 @@ def _pages(n: int, start: int = 0) -> list[bytes]:
 
 def _member(body: bytes, uri: str = "https://site.com/bad") -> bytes:
     head = (
-        "WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nContent-Type: application/json\r\n"
-        "Content-Length: {n}\r\n\r\n"
-    ).format(uri=uri, n=len(body))
+        f"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return gzip.compress(head.encode() + body + b"\r\n\r\n")
 
 
@@ -235,7 +235,8 @@ def test_arrow_block_path_equals_record_by_record_path(tmp_path):
     fast = build_candidates(_wat_batch(bodies, fast_counts), CandidateRules(), "s", "", fast_counts)
     slow_counts: Counter[str] = Counter()
     # An extra record of invalid JSON forces the record-by-record path for the block.
-    slow = build_candidates(_wat_batch([*bodies, b'{"IMG@/src": ['], slow_counts), CandidateRules(), "s", "", slow_counts)
+    slow_batch = _wat_batch([*bodies, b'{"IMG@/src": ['], slow_counts)
+    slow = build_candidates(slow_batch, CandidateRules(), "s", "", slow_counts)
     assert fast.equals(slow)
     slow_counts.pop("record_invalid_json")
     assert +fast_counts == +slow_counts

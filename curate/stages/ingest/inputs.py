@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import fsspec
 
 from curate.errors import ConfigError
+from curate.stages.ingest.fetch import read_bytes
 
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 _CRAWL_IN_PATH = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -38,8 +39,7 @@ def crawl_wat_files(crawl_id: str, n_files: int, base_url: str) -> list[InputFil
     base = base_url.rstrip("/")
     listing = f"{base}/crawl-data/{crawl_id}/wat.paths.gz"
     try:
-        with fsspec.open(listing, "rb") as fh:
-            text = gzip.decompress(fh.read()).decode("utf-8")
+        text = gzip.decompress(read_bytes(listing)).decode("utf-8")
     except Exception as exc:
         raise ConfigError(f"cannot read the file list of crawl {crawl_id} at {listing}: {exc}") from exc
     paths = [line.strip() for line in text.splitlines() if line.strip()][:n_files]

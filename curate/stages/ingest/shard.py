@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 from fastwarc.warc import WarcRecordType
 
@@ -20,6 +19,7 @@ from curate.stages.ingest.candidates import (
     dedup_candidates,
 )
 from curate.stages.ingest.extract import IMG_MARK, RESPONSE_MARK, RecordSkipped, html_links, wat_links
+from curate.stages.ingest.fetch import open_input
 from curate.stages.ingest.inputs import InputFile
 from curate.stages.ingest.records import iter_records
 from curate.stages.ingest.watblock import BlockRejected, parse_wat_block
@@ -146,7 +146,7 @@ def ingest_shard(pool: Pool, shard_id: str, payload: InputFile, rules: Candidate
     An input that cannot be opened raises, so the runner reports the shard as failed."""
     start = time.time()
     counts: Counter[str] = Counter()
-    with fsspec.open(payload.url, "rb") as fh:
+    with open_input(payload.url) as fh:
         table, sizes = extract_file(fh, rules, payload.url, payload.crawl, counts)
     pool.write_parquet(candidates_rel(shard_id), table, compression="zstd")
     return {
