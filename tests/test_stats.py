@@ -126,3 +126,27 @@ def test_stats_command(full_pool: ImagePool) -> None:
     assert result.exit_code == 0, result.output
     assert full_pool.pool.exists("reports/index.html")
     assert runner.invoke(app, ["stats", str(full_pool.pool.root) + "-missing"]).exit_code != 0
+
+
+def test_real_filter_then_export_then_stats(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract end to end: curate's filter writes the subset, export and stats read it."""
+    from curate.config import FilterConfig
+    from curate.stages import filter as filter_stage
+
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    data = make_image_pool(tmp_path / "pool")
+    spec = tmp_path / "top_half.yaml"
+    spec.write_text("name: top_half\nconditions:\n  - {column: clip_b32_similarity_score, top_fraction: 0.5}\n"
+                    "  - {column: caption_num_words, ge: 4}\n")
+    funnel = filter_stage.run(data.pool, FilterConfig(spec=str(spec)), quiet=True)
+    report = export.run(data.pool, ExportConfig(subset="top_half"), quiet=True)
+    assert report["samples_written"] == funnel["kept"] and report["missing_uids"] == {}
+    stats = write_report(data.pool, StatsConfig(grid_samples=3), quiet=True)
+    grids = {(g["subset"], g["column"], g["op"]): g for g in stats["threshold_grids"]}
+    top = grids[("top_half", "clip_b32_similarity_score", "top_fraction")]
+    assert top["threshold"] == pytest.approx(funnel["cutoffs"][0]["threshold"])
+    assert min(i["score"] for i in top["kept"]) >= top["threshold"] > max(i["score"] for i in top["removed"])
+    words = grids[("top_half", "caption_num_words", "ge")]
+    assert all(i["score"] >= 4 for i in words["kept"]) and all(i["score"] < 4 for i in words["removed"])
+    stages = {s["stage"]: s for s in stats["funnel"]["stages"]}
+    assert stages["export"]["per_export"]["top_half"] == funnel["kept"]
