@@ -193,3 +193,15 @@ def test_export_command(image_pool: ImagePool, local_executor) -> None:
     assert pool.listdir("exports/cli/images")
     bad = runner.invoke(app, ["export", "--pool", pool.url, "--subset", "nope"])
     assert bad.exit_code != 0
+
+
+def test_cleared_stage_markers_let_a_changed_export_start_over(image_pool: ImagePool, local_executor) -> None:
+    """`curate run --redo-changed` clears _done/export and reports/export.json; the export then redoes."""
+    pool = image_pool.pool
+    export.run(pool, ExportConfig(subset="bal", name="x"), quiet=True)
+    assert pool.read_report("export")["last_export"] == "x"
+    pool.clear_stage("export")
+    report = export.run(pool, ExportConfig(subset="clip_b32_top", name="x"), quiet=True)
+    assert report["subset"].endswith("subsets/clip_b32_top/uids.parquet")
+    meta = pool.read_parquet_dir("exports/x/metadata")
+    assert meta.num_rows == report["samples_written"]

@@ -10,6 +10,7 @@ import pytest
 from curate.config import ExportConfig, StatsConfig
 from curate.pool import Pool
 from curate.stages import export
+from curate.stats import run as stats_run
 from curate.stats import write_report
 from tests.pool_helpers import LANGS, ImagePool, make_image_pool
 
@@ -104,7 +105,8 @@ def test_html_is_self_contained_with_every_section(full_pool: ImagePool, full_st
 def test_sections_say_when_their_tables_are_absent(tmp_path) -> None:
     pool = Pool(str(tmp_path / "bare"))
     pool.write_parquet("candidates/part-00000.parquet", pa.table({"uid": ["0" * 32], "url": ["u"], "text": ["t"]}))
-    stats = write_report(pool, StatsConfig(), quiet=True)
+    stats = stats_run(pool, StatsConfig(), quiet=True)  # the `curate run` entry point
+    assert pool.read_report("stats")["html"].endswith("reports/index.html")
     assert stats["funnel"]["stages"][0]["rows"] == 1
     for sec in ("download", "scores", "language", "captions", "image_sizes", "dedup"):
         assert stats[sec]["present"] is False and stats[sec]["absent_reason"], sec

@@ -18,7 +18,7 @@ from curate.stats.grids import attach_thumbnails, near_cut, threshold_conditions
 from curate.stats.html import render_html
 from curate.stats.tables import PoolTables, load_pool_tables
 
-__all__ = ["build_stats", "load_pool_tables", "threshold_grids", "write_report"]
+__all__ = ["build_stats", "load_pool_tables", "run", "threshold_grids", "write_report"]
 
 
 def build_stats(pool: Pool, config: StatsConfig, tables: PoolTables | None = None) -> dict[str, Any]:
@@ -75,4 +75,16 @@ def write_report(pool: Pool, config: StatsConfig | None = None, *, quiet: bool =
                       f"{len(stats['subsets'])} subsets, {len(grids)} threshold grids, {len(stats['balanced'])} "
                       f"balanced sets, {len(stats['exports'])} exports")
         console.print(f"[stats] wrote {pool.uri('reports/stats.json')} and {pool.uri('reports/index.html')}")
+    return stats
+
+
+def run(pool: Pool, config: StatsConfig | None = None, *, ray_address: str | None = None, rerun: bool = False,
+        quiet: bool = False) -> dict[str, Any]:
+    """Stage entry point for `curate run`: always recomputes (stats are cheap and must reflect the pool now).
+
+    Tables are read on the driver, so `ray_address` is accepted for the common signature and unused.
+    """
+    stats = write_report(pool, config, quiet=quiet)
+    pool.write_report("stats", {"stage": "stats", "shards_failed": {}, "html": pool.uri("reports/index.html"),
+                                "json": pool.uri("reports/stats.json")})
     return stats

@@ -57,15 +57,17 @@ def run(
     plan = plan_export(pool, subset.counts(), config.samples_per_shard)
     fingerprint = plan.fingerprint(settings.model_dump())
     plan_rel = f"{out}/plan.json"
-    if rerun:
+    previous = pool.read_json(plan_rel).get("fingerprint") if pool.exists(plan_rel) else None
+    if rerun or (previous not in (None, fingerprint) and not pool.done_shards(stage)):
+        # Asked to redo, or the stage's markers were cleared (`curate run --redo-changed`): start clean.
         pool.remove(out, recursive=True)
         pool.clear_stage(stage)
-    elif pool.exists(plan_rel) and pool.read_json(plan_rel).get("fingerprint") != fingerprint:
+    elif previous not in (None, fingerprint):
         raise ConfigError(
             f"export: {pool.uri(out)} holds an export of a different subset or layout; "
             "pass --rerun to replace it or --name to export elsewhere"
         )
-    elif not pool.exists(plan_rel) and pool.done_shards(stage):
+    elif previous is None and pool.done_shards(stage):
         pool.clear_stage(stage)  # markers without a plan belong to nothing we can trust
     pool.write_json(plan_rel, {"fingerprint": fingerprint, "subset": subset.source, "settings": settings.model_dump(),
                                "output_shards_planned": plan.output_shards})
@@ -94,6 +96,8 @@ def run(
         "settings": settings.model_dump(),
     }
     pool.write_json(f"{out}/report.json", report)
+    # The pipeline runner checks reports/export.json for the stage as a whole.
+    pool.write_report("export", {"stage": "export", "shards_failed": {}, "last_export": name, **report})
     if not quiet:
         missing = sum(plan.missing.values())
         detail = ", ".join(f"{k}: {v:,}" for k, v in sorted(plan.missing.items())) or "none"
