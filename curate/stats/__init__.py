@@ -59,8 +59,8 @@ def write_report(pool: Pool, config: StatsConfig | None = None, *, quiet: bool =
     if not pool.exists(""):
         raise PoolError(f"stats: pool {pool.url} does not exist")
     if not quiet:
-        console.print(f"[stats] reading tables of {pool.url}")
-    tables = load_pool_tables(pool, config.max_rows, config.seed)
+        console.print(f"\\[stats] reading tables of {pool.url}")
+    tables = load_pool_tables(pool, config.max_rows, config.seed, progress=not quiet)
     stats = build_stats(pool, config, tables)
     grids = threshold_grids(pool, stats, tables, config)
     stats["threshold_grids"] = [{k: ([{f: i[f] for f in ("uid", "caption", "score")} for i in v]
@@ -71,10 +71,10 @@ def write_report(pool: Pool, config: StatsConfig | None = None, *, quiet: bool =
         sections = ("download", "scores", "language", "captions", "image_sizes", "dedup")
         shown = [s for s in sections if stats[s]["present"]]
         missing = [s for s in sections if not stats[s]["present"]]
-        console.print(f"[stats] sections: {', '.join(shown) or 'none'}; absent: {', '.join(missing) or 'none'}; "
+        console.print(f"\\[stats] sections: {', '.join(shown) or 'none'}; absent: {', '.join(missing) or 'none'}; "
                       f"{len(stats['subsets'])} subsets, {len(grids)} threshold grids, {len(stats['balanced'])} "
                       f"balanced sets, {len(stats['exports'])} exports")
-        console.print(f"[stats] wrote {pool.uri('reports/stats.json')} and {pool.uri('reports/index.html')}")
+        console.print(f"\\[stats] wrote {pool.uri('reports/stats.json')} and {pool.uri('reports/index.html')}")
     return stats
 
 

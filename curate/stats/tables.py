@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.pool import Pool
+from curate.progress import ShardProgress
 from curate.shards import list_shards, read_shard_table
 
 SHARD_SAMPLE_COLUMNS = ["uid", "caption", "width", "height", "original_width", "original_height"]
@@ -38,7 +39,7 @@ def _first_per_uid(table: pa.Table) -> pa.Table:
     return table.take(pa.array(np.sort(first)))
 
 
-def load_pool_tables(pool: Pool, max_rows: int, seed: int = 0) -> PoolTables:
+def load_pool_tables(pool: Pool, max_rows: int, seed: int = 0, progress: bool = False) -> PoolTables:
     shards = list_shards(pool)
     scorers = pool.listdir("scores")
     status_tables = []
@@ -52,6 +53,8 @@ def load_pool_tables(pool: Pool, max_rows: int, seed: int = 0) -> PoolTables:
     rng = np.random.default_rng(seed)
     parts: list[pa.Table] = []
     scorer_cols: dict[str, list[str]] = {}
+    bar = ShardProgress("stats", len(shards))
+    bar.enabled = progress
     for sid in shards:
         table = read_shard_table(pool, sid)
         table = table.filter(pc.equal(table["status"], "success"))
@@ -70,6 +73,7 @@ def load_pool_tables(pool: Pool, max_rows: int, seed: int = 0) -> PoolTables:
                 table = table.join(scores.select(["uid", *new]), "uid", join_type="left outer")
         table = table.append_column("_shard", pa.array([sid] * table.num_rows, pa.string()))
         parts.append(table)
+        bar.update(table.num_rows)
     samples = pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
     sample_shard = None
     if "_shard" in samples.column_names:

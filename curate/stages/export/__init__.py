@@ -72,7 +72,7 @@ def run(
     pool.write_json(plan_rel, {"fingerprint": fingerprint, "subset": subset.source, "settings": settings.model_dump(),
                                "output_shards_planned": plan.output_shards})
     if not quiet:
-        console.print(f"[export] {subset.source}: {plan.subset_rows:,} listed uids ({plan.subset_unique:,} unique), "
+        console.print(f"\\[export] {subset.source}: {plan.subset_rows:,} listed uids ({plan.subset_unique:,} unique), "
                       f"{plan.samples:,} samples from {len(plan.tasks)} download shards -> {pool.uri(out)}")
     payloads = {sid: {"uids": t.uids, "counts": t.counts, "first_output": t.first_output,
                       "n_outputs": t.n_outputs} for sid, t in plan.tasks.items()}
@@ -101,6 +101,6 @@ def run(
     if not quiet:
         missing = sum(plan.missing.values())
         detail = ", ".join(f"{k}: {v:,}" for k, v in sorted(plan.missing.items())) or "none"
-        console.print(f"[export] wrote {report['samples_written']:,} samples in {len(report['output_shards'])} "
+        console.print(f"\\[export] wrote {report['samples_written']:,} samples in {len(report['output_shards'])} "
                       f"shards; {missing:,} uids missing ({detail})")
     return report
