@@ -234,9 +234,46 @@ def _resolve_leading_dots(url: pa.Array, origin: pa.Array, dir_path: pa.Array) -
     return _patch(mask, idx, simple), _patch(resolved, idx, joined)
 
 
-def resolve_urls(src: pa.Array, base: pa.Array, scheme: pa.Array, origin: pa.Array, dir_path: pa.Array,
-                 drop: _Dropper) -> pa.Array:
-    """Absolute http(s) URLs for every link (null where the link is dropped)."""
+def _spread(idx: np.ndarray, values: pa.Array, n: int) -> pa.Array:
+    """A length-n boolean mask that is `values` at `idx` and False elsewhere."""
+    out = np.zeros(n, dtype=bool)
+    out[idx] = pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+    return pa.array(out)
+
+
+def _resolve_relative(url: pa.Array, base: pa.Array, scheme: pa.Array, origin: pa.Array, dir_path: pa.Array
+                      ) -> tuple[pa.Array, pa.Array]:
+    """(resolved URL, has-another-scheme mask) for links that are not absolute http(s) URLs."""
+    protocol_relative = pc.starts_with(url, "//")
+    root_relative = pc.and_not(pc.starts_with(url, "/"), protocol_relative)
+    other_scheme = pc.match_substring_regex(url, r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
+    leading_dots, dots_resolved = _resolve_leading_dots(url, origin, dir_path)
+    # Other dot segments, query/fragment-only and backslashes need the full RFC 3986 join.
+    needs_urljoin = pc.and_not(pc.and_not(pc.match_substring_regex(url, _SPECIAL), protocol_relative), leading_dots)
+    resolved = pc.case_when(
+        pc.make_struct(other_scheme, protocol_relative, leading_dots, needs_urljoin, root_relative),
+        pa.nulls(len(url), pa.string()),
+        pc.binary_join_element_wise(scheme, url, ":"),
+        dots_resolved,
+        pa.nulls(len(url), pa.string()),
+        pc.binary_join_element_wise(origin, url, ""),
+        pc.binary_join_element_wise(origin, dir_path, url, ""),
+    )
+    idx = _where(pc.and_not(needs_urljoin, other_scheme))
+    if len(idx):
+        take = pa.array(idx)
+        joined = [urljoin(b, r) if b is not None else None
+                  for r, b in zip(url.take(take).to_pylist(), base.take(take).to_pylist(), strict=True)]
+        resolved = _patch(resolved, idx, pa.array(joined, pa.string()))
+    return resolved, other_scheme
+
+
+def resolve_urls(src: pa.Array, link_page: pa.Array, page_base: pa.Array, page_scheme: pa.Array,
+                 page_origin: pa.Array, page_dir: pa.Array, drop: _Dropper) -> pa.Array:
+    """Absolute http(s) URLs for every link (null where the link is dropped).
+
+    Absolute links pass through; only the others look up their page's base URL."""
+    n = len(src)
     url = src
     # Browsers ignore tabs and newlines inside URLs and surrounding spaces.
     idx = _where(pc.match_substring_regex(url, r"[\t\n\r]|^ | $"))
@@ -245,32 +282,20 @@ def resolve_urls(src: pa.Array, base: pa.Array, scheme: pa.Array, origin: pa.Arr
                                                                                    r"[\t\n\r]", "")))
     drop.drop("missing_src", pc.is_null(url))
     drop.drop("empty_src", pc.equal(url, ""))
-    drop.drop("data_uri", pc.match_substring_regex(url, "^data:", ignore_case=True))
-    absolute = pc.match_substring_regex(url, "^https?://", ignore_case=True)
-    protocol_relative = pc.starts_with(url, "//")
-    other_scheme = pc.and_not(pc.match_substring_regex(url, r"^[a-zA-Z][a-zA-Z0-9+.\-]*:"), absolute)
-    drop.drop("unsupported_scheme", other_scheme)
-    root_relative = pc.and_not(pc.starts_with(url, "/"), protocol_relative)
-    leading_dots, dots_resolved = _resolve_leading_dots(url, origin, dir_path)
-    # Other dot segments, query/fragment-only and backslashes need the full RFC 3986 join.
-    needs_urljoin = pc.and_not(
-        pc.and_not(pc.match_substring_regex(url, _SPECIAL), pc.or_(absolute, protocol_relative)), leading_dots
-    )
-    resolved = pc.case_when(
-        pc.make_struct(absolute, protocol_relative, leading_dots, needs_urljoin, root_relative),
-        url,
-        pc.binary_join_element_wise(scheme, url, ":"),
-        dots_resolved,
-        pa.nulls(len(url), pa.string()),
-        pc.binary_join_element_wise(origin, url, ""),
-        pc.binary_join_element_wise(origin, dir_path, url, ""),
-    )
-    idx = _where(pc.and_(needs_urljoin, drop.alive))
-    if len(idx):
-        take = pa.array(idx)
-        joined = [urljoin(b, r) if b is not None else None
-                  for r, b in zip(url.take(take).to_pylist(), base.take(take).to_pylist(), strict=True)]
-        resolved = _patch(resolved, idx, pa.array(joined, pa.string()))
+    drop.drop("data_uri", pc.starts_with(url, "data:", ignore_case=True))
+    absolute = pc.or_(pc.starts_with(url, "http://", ignore_case=True),
+                      pc.starts_with(url, "https://", ignore_case=True))
+    resolved = url
+    rel_idx = _where(pc.and_not(drop.alive, absolute))
+    if len(rel_idx):
+        take = pa.array(rel_idx)
+        pages = link_page.take(take)
+        rel_resolved, other_scheme = _resolve_relative(
+            url.take(take), page_base.take(pages), page_scheme.take(pages), page_origin.take(pages),
+            page_dir.take(pages),
+        )
+        drop.drop("unsupported_scheme", _spread(rel_idx, other_scheme, n))
+        resolved = _patch(resolved, rel_idx, rel_resolved)
     valid = pc.match_substring_regex(resolved, r"^https?://[^/?#\s]+([/?#]|$)", ignore_case=True)
     drop.drop("invalid_url", pc.invert(pc.fill_null(valid, False)))
     return resolved
@@ -287,30 +312,24 @@ def build_candidates(buf: LinkBatch, rules: CandidateRules, source: str, crawl: 
     drop = _Dropper(n, counts)
     if buf.src_invalid is not None:
         drop.drop("invalid_unicode", buf.src_invalid)
-    url = resolve_urls(
-        buf.src,
-        bases.take(link_page),
-        schemes.take(link_page),
-        origins.take(link_page),
-        dirs.take(link_page),
-        drop,
-    )
+    url = resolve_urls(buf.src, link_page, bases, schemes, origins, dirs, drop)
     drop.drop("url_too_long", pc.greater(pc.utf8_length(url), rules.max_url_chars))
 
     alt_raw = buf.alt
     alt = normalise_text(alt_raw)
     has_alt = pc.fill_null(pc.greater(pc.utf8_length(alt), 0), False)
-    if rules.use_title_without_alt:
-        title = normalise_text(buf.title)
-        has_title = pc.and_not(pc.fill_null(pc.greater(pc.utf8_length(title), 0), False), has_alt)
-    else:
-        title = pa.nulls(n, pa.string())
-        has_title = pa.array(np.zeros(n, dtype=bool))
-    empty = pa.array([""] * n, pa.string())
-    text = pc.case_when(pc.make_struct(has_alt, has_title), alt, title, empty)
+    title = pa.nulls(n, pa.string())
+    has_title = pa.array(np.zeros(n, dtype=bool))
+    # Titles matter only where alt is empty: normalise just those.
+    title_idx = _where(pc.and_(pc.and_not(drop.alive, has_alt), pc.is_valid(buf.title))) \
+        if rules.use_title_without_alt else np.zeros(0, dtype=np.int64)
+    if len(title_idx):
+        title = _patch(title, title_idx, normalise_text(buf.title.take(pa.array(title_idx))))
+        has_title = pc.fill_null(pc.greater(pc.utf8_length(title), 0), False)
+    text = pc.case_when(pc.make_struct(has_alt, has_title), alt, title, pa.scalar("", pa.string()))
     alt_kind = pc.case_when(
         pc.make_struct(has_alt, has_title, pc.is_valid(alt_raw)),
-        pa.array(["alt"] * n), pa.array(["title"] * n), pa.array(["alt"] * n), pa.nulls(n, pa.string()),
+        pa.scalar("alt"), pa.scalar("title"), pa.scalar("alt"), pa.scalar(None, pa.string()),
     )
     if not rules.keep_empty_captions:
         drop.drop("empty_caption", pc.equal(text, ""))

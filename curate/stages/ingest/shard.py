@@ -48,7 +48,8 @@ def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
         except RecordSkipped as skip:
             counts[f"record_{skip.reason}"] += 1
             continue
-        counts["non_image_links_ignored"] += other
+        if other:
+            counts["non_image_links_ignored"] += other
         page_url = _json_target_uri(body)
         if not links:
             counts["record_no_images"] += 1

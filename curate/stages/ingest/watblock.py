@@ -96,7 +96,10 @@ def _page_langs(response: pa.StructArray, html: pa.StructArray) -> pa.Array:
 
 def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
     """Image links of WAT response records (each a JSON document on one line)."""
-    data = b"\n".join(body.replace(b"\n", b" ") for body in bodies)
+    data = b"\n".join(bodies)
+    if data.count(b"\n") != len(bodies) - 1:
+        # Newlines between JSON tokens are legal but would split a record: make them spaces.
+        data = b"\n".join(body.replace(b"\n", b" ") for body in bodies)
     try:
         table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
                              parse_options=_PARSE)
@@ -120,10 +123,13 @@ def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
     img_parent = parent.filter(is_img)
     per_page = np.bincount(img_parent.to_numpy(), minlength=len(bodies))
     has_url = pc.is_valid(page_url).to_numpy(zero_copy_only=False)
-    counts["non_image_links_ignored"] += len(flat) - int(per_page.sum())
-    counts["record_no_images"] += int(np.count_nonzero(per_page == 0))
-    counts["record_no_target_uri"] += int(np.count_nonzero((per_page > 0) & ~has_url))
-    counts["record_with_images"] += int(np.count_nonzero((per_page > 0) & has_url))
+    found = {
+        "non_image_links_ignored": len(flat) - int(per_page.sum()),
+        "record_no_images": int(np.count_nonzero(per_page == 0)),
+        "record_no_target_uri": int(np.count_nonzero((per_page > 0) & ~has_url)),
+        "record_with_images": int(np.count_nonzero((per_page > 0) & has_url)),
+    }
+    counts.update({k: v for k, v in found.items() if v})
     # Links of pages without a URL cannot be resolved: leave them out (their records are counted).
     keep = pc.and_(is_img, pc.is_valid(page_url.take(parent)))
     imgs = flat.filter(keep)
