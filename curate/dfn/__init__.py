@@ -1,0 +1,26 @@
+"""Train and evaluate Data Filtering Networks: CLIP models trained on a small high-quality set
+whose image-text similarity then filters a pool (Fang et al., "Data Filtering Networks").
+
+Entry points: `train_dfn(config)` (local process or Ray Train, per config.scaling.backend) and
+`curate.dfn.evaluate.evaluate_filter`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curate.dfn.config import DFNTrainConfig, load_dfn_config
+
+
+def train_dfn(config: DFNTrainConfig, *, local: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a DFN; returns the run summary. `local` forces one process without Ray."""
+    if config.scaling.backend == "ray" and not local:
+        from curate.dfn.distributed import run_ray_training
+
+        return run_ray_training(config, stop_at_step=stop_at_step)
+    from curate.dfn.train import run_training
+
+    return run_training(config, stop_at_step=stop_at_step)
+
+
+__all__ = ["DFNTrainConfig", "load_dfn_config", "train_dfn"]
