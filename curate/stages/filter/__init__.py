@@ -2,9 +2,11 @@
 
 Two passes over the download shards, both Ray tasks:
 1. cut-offs: for every top_fraction/bottom_fraction, gather its column (exact) or a fixed-size
-   histogram (approximate) from every shard and compute the global threshold;
-2. apply: per shard, join the needed score/shard columns on uid, evaluate all conditions
-   vectorised, write the kept uids and per-condition funnel counts.
+   histogram (approximate) from every shard and compute the global threshold; only the columns
+   the fractions rank (and, for `within: survivors`, the earlier conditions') are read;
+2. apply: per shard, line up the needed score/shard columns by uid (no join when a score table's
+   uid column equals the shard's, a hash join otherwise), evaluate all conditions vectorised,
+   write the kept uids and per-condition funnel counts.
 Then the driver merges the parts into uids.parquet, DataComp's uids.npy and funnel.json.
 """
 
@@ -16,13 +18,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.config import FilterConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
 from curate.progress import console
@@ -36,6 +37,7 @@ from curate.stages.filter.evaluate import (
     Evaluator,
     combine,
     dedup_methods,
+    fraction_columns,
     fraction_conditions,
     fraction_dependencies,
     fraction_values,
@@ -45,7 +47,11 @@ from curate.stages.filter.evaluate import (
 )
 from curate.stages.filter.funnel import build_funnel, print_funnel
 from curate.stages.filter.spec import FilterSpec, SourceMap, load_spec
+from curate.stages.filter.uidkeys import sorted_uids_and_npy
 from curate.uid import uids_to_npy_array
+
+if TYPE_CHECKING:  # shard tasks unpickle this package; curate.config would cost each Ray worker seconds of imports
+    from curate.config import FilterConfig
 
 __all__ = ["FilterSettings", "filter_shard", "prepare", "run"]
 
@@ -85,7 +91,7 @@ def _read_duplicates(pool: Pool, methods: set[str]) -> dict[str, pa.Array]:
 
 def gather_shard(pool: Pool, shard_id: str, settings: FilterSettings, which: list[int]) -> dict[int, np.ndarray]:
     """One shard's contribution to the cut-offs of fractions `which`: values, or histograms."""
-    table, _ = load_shard_columns(pool, shard_id, needed_columns(settings.spec), settings.sources)
+    table, _ = load_shard_columns(pool, shard_id, fraction_columns(settings.spec, which), settings.sources)
     values = fraction_values(settings.spec, settings.ctx, table, which)
     if settings.approximate:
         return {k: quantiles.histogram(v) for k, v in values.items()}
@@ -213,9 +219,9 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
                        ray_address=ray_address, quiet=quiet)
     result.raise_for_failures()
 
-    uids = _merge_parts(pool, subset, shards)
+    uids, npy = _merge_parts(pool, subset, shards)
     pool.write_parquet(f"subsets/{subset}/uids.parquet", pa.table({"uid": uids}))
-    buf = _npy_bytes(uids_to_npy_array(uids))
+    buf = _npy_bytes(npy)
     pool.write_bytes(f"subsets/{subset}/uids.npy", buf)
     funnel = build_funnel([c.label() for c in spec.conditions], result.report["totals"], cutoffs)
     funnel.update({"spec": subset, "description": spec.description, "spec_file": str(config.spec),
@@ -228,12 +234,17 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     return funnel
 
 
-def _merge_parts(pool: Pool, subset: str, shards: list[str]) -> pa.Array:
+def _merge_parts(pool: Pool, subset: str, shards: list[str]) -> tuple[pa.Array, np.ndarray]:
+    """All kept uids in string order, and DataComp's sorted uids.npy array of them."""
     tables = [pool.read_parquet(_part_rel(subset, sid)) for sid in shards]
     if not tables:
-        return pa.array([], pa.string())
+        return pa.array([], pa.string()), uids_to_npy_array([])
     uids = pa.concat_tables(tables)["uid"].combine_chunks()
-    return pc.take(uids, pc.sort_indices(uids))
+    fast = sorted_uids_and_npy(uids)
+    if fast is not None:
+        return fast
+    uids = pc.take(uids, pc.sort_indices(uids))
+    return uids, uids_to_npy_array(uids)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:

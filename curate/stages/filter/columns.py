@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, list_shards
+from curate.stages.filter.uidkeys import all_unique
 
 # Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
 SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")
@@ -86,6 +87,9 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
 def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: dict[str, str]) -> tuple[pa.Table, int]:
     """The successful samples of one shard with `columns` (and uid) joined on uid.
 
+    Only `columns` are read. A score table whose uid column equals the shard's is attached
+    without a join (the common case); any other order or row set falls back to a left join.
+
     Returns the table and the number of shard rows that were not successful downloads.
     """
     base_needed = {c for c in columns if sources.get(c) == "shards"}
@@ -101,15 +105,27 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
         src = sources.get(name, "")
         if src.startswith("scores/"):
             by_scorer.setdefault(src, []).append(name)
+    aligned = False
     for src, names in sorted(by_scorer.items()):
         rel = f"{src}/{shard_id}.parquet"
         if not pool.exists(rel):
             raise PoolError(f"{pool.uri(rel)}: missing (needed for {', '.join(names)}); run that scorer on this shard")
         scores = pool.read_parquet(rel, columns=["uid", *names])
+        if table["uid"].null_count == 0 and scores["uid"].equals(table["uid"]):
+            # Scorers write one row per successful sample in shard order, so the uid columns are
+            # usually identical: the columns line up as they are and the hash join is skipped.
+            aligned = True
+            for name in names:
+                table = table.append_column(name, scores[name])
+            continue
         rows = table.num_rows
         table = table.join(scores, "uid", join_type="left outer", use_threads=False)
         if table.num_rows != rows:
             raise PoolError(f"{pool.uri(rel)}: uid values repeat; a score table must hold one row per sample")
+    if aligned and not all_unique(table["uid"]):
+        # What the join would have found: a repeated uid in a score table multiplies rows.
+        raise PoolError(f"{pool.uri(SHARD_DIR)}/{shard_id}.parquet: uid values repeat in this shard's successful "
+                        "samples and its score tables; a score table must hold one row per sample")
     for name in sorted(columns):
         if sources.get(name) == "derived":
             table = table.append_column(name, derive(name, table))

@@ -45,6 +45,20 @@ def needed_columns(spec: FilterSpec) -> set[str]:
     return {c.column for c in iter_conditions(spec.conditions) if isinstance(c, ColumnCondition)}
 
 
+def fraction_columns(spec: FilterSpec, which: list[int]) -> set[str]:
+    """The columns fraction conditions `which` need: their own, plus for `within: survivors` those of
+    every earlier top-level condition (pass 1 reads only these, not everything the spec uses)."""
+    fractions = fraction_conditions(spec)
+    out: set[str] = set()
+    for k in which:
+        cond = fractions[k]
+        out.add(cond.column)
+        if cond.within == "survivors":
+            position = next(i for i, c in enumerate(spec.conditions) if c is cond)
+            out.update(c.column for c in iter_conditions(spec.conditions[:position]) if isinstance(c, ColumnCondition))
+    return out
+
+
 def dedup_methods(spec: FilterSpec) -> set[str]:
     return {c.not_duplicate for c in iter_conditions(spec.conditions) if isinstance(c, DedupCondition)}
 
