@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-pytest_plugins = ["tests.reliability_plugin"]
+pytest_plugins = ["tests.reliability_plugin", "tests.clip_fixtures"]
 
 
 @pytest.fixture(scope="session")
