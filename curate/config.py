@@ -86,6 +86,7 @@ class ScoreConfig(Section):
     max_image_pixels: int = Field(89_478_485, ge=1, description="images with more pixels get no image scores")
     decode_batch_size: int = Field(256, ge=1, description="decoded samples per block from a decode task")
     decode_num_cpus: float = Field(1.0, gt=0, description="CPUs per shard-decoding task")
+    decode_memory_mb: int = Field(512, ge=1, description="memory reserved per shard-decoding task")
 
     @model_validator(mode="after")
     def _unique_names(self) -> ScoreConfig:

@@ -1,0 +1,121 @@
+"""clip: cosine similarity of CLIP image and caption embeddings → `clip_<name>_similarity_score`.
+
+A Data Filtering Network is this scorer with a DFN checkpoint (`hf-hub:apple/DFN2B-CLIP-ViT-L-14`,
+or a directory written by `curate train-dfn`). Several clip scorers in one config share one decode
+of each image; each runs in its own actor pool. Embeddings (L2-normalised, stored as float16) are
+written to embeddings/<name>/ when asked, and always handed to later scorers (nsfw) in the batch.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from curate.scorers.base import (
+    CAPTION,
+    IMAGE_OK,
+    Batch,
+    ImageView,
+    Scorer,
+    ScorerConfig,
+    embedding_column,
+    register,
+)
+
+
+class ClipConfig(ScorerConfig):
+    type: Literal["clip"] = "clip"
+    model: str = Field(..., description="open_clip architecture, hf-hub:org/repo, or a local model directory")
+    pretrained: str | None = Field(None, description="with an architecture: tag, weights file, or 'random'")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    image_embeddings: bool = Field(False, description="write embeddings/<name>/ image_embedding (float16)")
+    text_embeddings: bool = Field(False, description="also write text_embedding (float16)")
+    cache_dir: str | None = Field(None, description="Hugging Face / open_clip cache; default: HF_HOME")
+    batch_size: int = 256
+
+
+def score_column(name: str) -> str:
+    return f"clip_{name}_similarity_score"
+
+
+@register
+class ClipScorer(Scorer):
+    type = "clip"
+    config_class = ClipConfig
+    uses_model = True
+
+    @property
+    def cfg(self) -> ClipConfig:
+        return self.config  # type: ignore[return-value]
+
+    @cached_property
+    def info(self):  # type: ignore[no-untyped-def]
+        from curate.models.loading import describe_model
+
+        return describe_model(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
+
+    def columns(self) -> list[str]:
+        return [score_column(self.name)]
+
+    def image_columns(self) -> list[str]:
+        return [score_column(self.name)]
+
+    def views(self) -> list[ImageView]:
+        mode = "squash" if self.info.resize_mode == "squash" else "crop"
+        return [ImageView(self.info.image_size, mode, "RGB")]
+
+    def embedding_dims(self) -> dict[str, int]:
+        dims = {}
+        if self.cfg.image_embeddings:
+            dims["image"] = self.info.embed_dim
+        if self.cfg.text_embeddings:
+            dims["text"] = self.info.embed_dim
+        return dims
+
+    def preflight(self) -> None:
+        from curate.models.loading import check_available
+
+        check_available(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
+
+    def setup(self) -> None:
+        import torch
+
+        from curate.models.loading import load_clip
+
+        device = "cuda" if torch.cuda.is_available() and self.config.num_gpus not in (0, "auto") else "cpu"
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if device == "cuda" else "fp32"
+        self.clip = load_clip(self.cfg.model, self.cfg.pretrained, device=device, precision=precision,
+                              cache_dir=self.cfg.cache_dir)
+        cfg = self.clip.preprocess_cfg
+        self._mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
+        self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
+
+    def pixels(self, images: np.ndarray):  # type: ignore[no-untyped-def]
+        """uint8 NHWC views → normalised float NCHW on the model's device (normalised there, after the copy)."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.clip.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean.to(x.device)) / self._std.to(x.device)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if not hasattr(self, "clip"):
+            self.setup()
+        ok = batch[IMAGE_OK].astype(bool)
+        n, dim = len(ok), self.clip.embed_dim
+        text = self.clip.encode_texts([str(c) for c in batch[CAPTION].tolist()]).cpu().numpy()
+        image = np.full((n, dim), np.nan, np.float32)
+        if ok.any():
+            view = self.views()[0].column
+            image[ok] = self.clip.encode_images(self.pixels(batch[view][ok])).cpu().numpy()
+        score = np.einsum("nd,nd->n", image, text).astype(np.float32)  # NaN where the image did not decode
+        return {
+            score_column(self.name): score,
+            embedding_column(self.name, "image"): image.astype(np.float16),
+            embedding_column(self.name, "text"): text.astype(np.float16),
+        }

@@ -1,0 +1,223 @@
+"""The score stage on Ray Data: decode tasks on CPU → one actor pool per model scorer → per-shard writes.
+
+    shard ids ─map_batches(read_and_decode, CPU tasks)─▶ decoded views + CPU scorer columns
+              ─map_batches(ScorerActor[clip b32], ActorPoolStrategy(size), batch_size, num_gpus)─▶ …
+              ─map_batches(ScorerActor[nsfw], …)─▶ driver: rows gathered per shard; a shard whose rows are
+              all in is written (scores/<scorer>/<shard>.parquet, embeddings/<scorer>/<shard>.parquet)
+              and marked done (_done/score/<shard>.json with its counts).
+
+Decoding streams into inference, so CPU decode overlaps GPU work; each model loads once per actor.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from curate.config import ScoreConfig
+from curate.errors import PoolError, StageFailed
+from curate.pool import Pool
+from curate.progress import ShardProgress, console, print_counts_table
+from curate.runner import merge_stats
+from curate.scorers.base import SHARD, Batch, ImageView, Scorer, ScorerConfig, build_scorers
+from curate.shards import list_shards, read_shard_table
+from curate.stages.score.read import SHARD_ERROR, read_and_decode
+from curate.stages.score.write import ShardResult, write_shard
+
+STAGE = "score"
+
+
+class ScorerActor:
+    """Ray Data callable class: builds one model scorer and loads its model once per actor."""
+
+    def __init__(self, config: ScorerConfig, all_configs: list[ScorerConfig]) -> None:
+        peers = build_scorers(all_configs)
+        self.scorer = next(s for s in peers if s.config == config)
+        self.scorer.setup()
+
+    def __call__(self, batch: Batch) -> Batch:
+        batch.update(self.scorer(batch))
+        return batch
+
+
+def order_scorers(scorers: list[Scorer]) -> list[Scorer]:
+    """Scorers sorted so each runs after those it `requires` (stable otherwise)."""
+    by_name = {s.name: s for s in scorers}
+    done: list[Scorer] = []
+    seen: set[str] = set()
+
+    def visit(s: Scorer, stack: tuple[str, ...]) -> None:
+        if s.name in seen:
+            return
+        if s.name in stack:
+            raise PoolError(f"score: scorers require each other in a cycle: {' -> '.join((*stack, s.name))}")
+        for dep in s.requires():
+            if dep not in by_name:
+                raise PoolError(f"score: scorer {s.name!r} requires {dep!r}, which is not configured")
+            visit(by_name[dep], (*stack, s.name))
+        seen.add(s.name)
+        done.append(s)
+
+    for s in scorers:
+        visit(s, ())
+    return done
+
+
+def needed_views(scorers: list[Scorer]) -> list[ImageView]:
+    return sorted({v for s in scorers for v in s.views()}, key=lambda v: (v.column))
+
+
+def shards_to_score(pool: Pool, shards: list[str], names: list[str]) -> list[str]:
+    """Shards without a marker, or whose marker lacks one of the configured scorers (config grew)."""
+    done = pool.done_shards(STAGE)
+    return [s for s in shards if s not in done or not set(names) <= set(done[s].get("scorers", []))]
+
+
+def _resolve_resources(scorers: list[Scorer]) -> dict[str, float]:
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    out = {}
+    for s in scorers:
+        want = s.config.num_gpus
+        out[s.name] = (1.0 if gpus and s.uses_model else 0.0) if want == "auto" else float(want)
+    return out
+
+
+def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, rerun: bool = False,
+        quiet: bool = False) -> dict[str, Any]:
+    """Score every download shard with the configured scorers; returns reports/score.json's content."""
+    from curate.runtime import ensure_ray
+
+    if not config.scorers:
+        raise PoolError("score: no scorers configured (add `score: scorers: [...]` to the pipeline YAML)")
+    shards = list_shards(pool)
+    if not shards:
+        raise PoolError(f"score: {pool.url} has no finished download shards (run `curate download` first)")
+    if rerun:
+        pool.clear_stage(STAGE)
+    scorers = order_scorers(build_scorers(list(config.scorers)))
+    names = [s.name for s in scorers]
+    for s in scorers:
+        s.preflight()  # a missing model fails here, once, before any shard is read
+    todo = shards_to_score(pool, shards, names)
+    progress = ShardProgress(STAGE, len(shards), skipped=len(shards) - len(todo))
+    progress.enabled = not quiet
+    started = time.time()
+    failed: dict[str, str] = {}
+    if todo:
+        ensure_ray(ray_address)
+        _execute(pool, config, scorers, todo, progress, failed)
+    elif not quiet:
+        console.print(f"[{STAGE}] all {len(shards)} shards already done; nothing to run")
+
+    done = {sid: st for sid, st in pool.done_shards(STAGE).items() if sid in set(shards)}
+    totals = merge_stats(list(done.values()))
+    report = {
+        "stage": STAGE, "scorers": names, "shards_total": len(shards), "shards_done": len(done),
+        "shards_failed": failed, "shards_run_now": len(todo) - len(failed),
+        "shards_skipped_as_done": len(shards) - len(todo), "wall_seconds_this_run": round(time.time() - started, 3),
+        "totals": totals,
+    }
+    pool.write_report(STAGE, report)
+    if not quiet:
+        if totals.get("counts"):
+            print_counts_table(f"{STAGE}: images over {len(done)} shards", totals["counts"], totals.get("samples"))
+        if totals.get("notes"):
+            print_counts_table(f"{STAGE}: repaired images (scored)", totals["notes"])
+        for sid, err in sorted(failed.items()):
+            console.print(f"[red][{STAGE}] shard {sid} FAILED: {err}[/red]")
+    if failed:
+        raise StageFailed(STAGE, failed)
+    return report
+
+
+def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[str], progress: ShardProgress,
+             failed: dict[str, str]) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # curate prints its own shard progress
+    ctx.execution_options.preserve_order = False
+    all_configs = [s.config for s in scorers]
+    cpu = [s for s in scorers if not s.uses_model]
+    models = [s for s in scorers if s.uses_model]
+    gpus = _resolve_resources(scorers)
+    expected = {sid: _expected_samples(pool, sid) for sid in todo}
+    pending = {sid: ShardResult(sid, expected[sid]) for sid in todo}
+
+    ds = ray.data.from_items([{SHARD: sid} for sid in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        # The memory reservation also keeps Ray Data from fusing decoding into the first model actor,
+        # so shards decode in parallel tasks while actors run inference.
+        read_and_decode, batch_size=1, batch_format="numpy", num_cpus=config.decode_num_cpus,
+        memory=config.decode_memory_mb * 1024 * 1024,
+        fn_kwargs={"pool": pool, "views": needed_views(scorers), "max_pixels": config.max_image_pixels,
+                   "rows_per_batch": config.decode_batch_size, "cpu_configs": [s.config for s in cpu],
+                   "all_configs": all_configs},
+    )
+    for s in models:
+        ds = ds.map_batches(
+            ScorerActor, fn_constructor_args=(s.config, all_configs), batch_size=s.config.batch_size,
+            batch_format="numpy", compute=ActorPoolStrategy(size=s.config.concurrency),
+            num_gpus=gpus[s.name] or None, num_cpus=s.config.num_cpus,
+        )
+
+    def finish(result: ShardResult) -> None:
+        try:
+            stats = write_shard(pool, result, scorers)
+        except Exception as exc:
+            failed[result.shard] = f"writing outputs: {type(exc).__name__}: {exc}"[:500]
+            progress.update(failed=True)
+            return
+        pool.mark_done(STAGE, result.shard, stats)
+        progress.update(int(stats["samples"]))
+
+    for sid in [s for s in todo if expected[s] == 0]:
+        finish(pending.pop(sid))
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for sid, part in _split_by_shard(batch):
+                result = pending.get(sid)
+                if result is None:
+                    continue
+                error = part[SHARD_ERROR][0] if len(part[SHARD_ERROR]) and any(part[SHARD_ERROR]) else ""
+                if error:
+                    failed[sid] = str(next(e for e in part[SHARD_ERROR] if e))
+                    progress.update(failed=True)
+                    pending.pop(sid)
+                    continue
+                result.add(part)
+                if result.received >= result.expected:
+                    finish(pending.pop(sid))
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        for sid in list(pending):
+            failed[sid] = message
+            pending.pop(sid)
+    # Shards whose tar held fewer samples than their parquet lists: written, with the gap counted.
+    for result in pending.values():
+        finish(result)
+
+
+def _expected_samples(pool: Pool, shard_id: str) -> int:
+    import pyarrow.compute as pc
+
+    table = read_shard_table(pool, shard_id, columns=["status"])
+    return int(pc.sum(pc.equal(table["status"], "success")).as_py() or 0)
+
+
+def _split_by_shard(batch: Batch) -> list[tuple[str, Batch]]:
+    shard_col = batch[SHARD]
+    ids = np.unique(shard_col.astype(str))
+    if len(ids) == 1:
+        return [(str(ids[0]), batch)]
+    parts = []
+    for sid in ids:
+        mask = shard_col.astype(str) == sid
+        parts.append((str(sid), {k: v[mask] for k, v in batch.items()}))
+    return parts
+

@@ -1,0 +1,85 @@
+"""Write one shard's score outputs: a parquet per scorer, embeddings per clip scorer, and its stats."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curate.pool import Pool
+from curate.scorers.base import IMAGE_OK, IMAGE_REASON, INDEX, UID, Batch, Scorer, embedding_column
+from curate.stages.score.read import NOTES
+
+SCORED = "scored"
+MISSING = "missing_from_tar"  # listed as success in the shard parquet, absent from its tar
+
+
+@dataclass
+class ShardResult:
+    """Rows of one shard gathered from the stream until all have arrived."""
+
+    shard: str
+    expected: int
+    parts: list[Batch] = field(default_factory=list)
+    received: int = 0
+
+    def add(self, part: Batch) -> None:
+        self.parts.append(part)
+        self.received += len(part[INDEX])
+
+    def rows(self) -> Batch:
+        if not self.parts:
+            return {}
+        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        order = np.argsort(merged[INDEX], kind="stable")
+        return {k: v[order] for k, v in merged.items()}
+
+
+def _column(values: np.ndarray, null: np.ndarray | None) -> pa.Array:
+    """Arrow column with nulls where the image did not decode (and for NaN floats)."""
+    if values.dtype == object:
+        return pa.array(values.tolist(), pa.string(), mask=null)
+    mask = null
+    if values.dtype.kind == "f":
+        nan = np.isnan(values)
+        mask = nan if mask is None else (mask | nan)
+    return pa.array(values, mask=mask if mask is not None and mask.any() else None)
+
+
+def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float → fixed_size_list<float16>[D] (vectors are already L2-normalised)."""
+    flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
+
+
+def write_shard(pool: Pool, result: ShardResult, scorers: list[Scorer]) -> dict[str, Any]:
+    """Write every scorer's table for the shard; returns the shard stats for its completion marker."""
+    rows = result.rows()
+    n = len(rows[UID]) if rows else 0
+    ok = rows[IMAGE_OK].astype(bool) if rows else np.zeros(0, bool)
+    uids = pa.array(rows[UID].tolist() if rows else [], pa.string())
+    for scorer in scorers:
+        masked = set(scorer.image_columns())
+        cols: dict[str, pa.Array] = {UID: uids}
+        for name in scorer.columns():
+            values = rows[name] if rows else np.zeros(0, np.float32)
+            cols[name] = _column(values, ~ok if name in masked else None)
+        pool.write_parquet(f"scores/{scorer.name}/{result.shard}.parquet", pa.table(cols))
+        dims = scorer.embedding_dims()
+        if dims:
+            emb: dict[str, pa.Array] = {UID: pa.array(rows[UID][ok].tolist() if rows else [], pa.string())}
+            for kind, dim in dims.items():
+                vectors = rows[embedding_column(scorer.name, kind)][ok] if rows else np.zeros((0, dim), np.float16)
+                emb[f"{kind}_embedding"] = embedding_array(vectors.reshape(-1, dim))
+            pool.write_parquet(f"embeddings/{scorer.name}/{result.shard}.parquet", pa.table(emb))
+    reasons = Counter(rows[IMAGE_REASON][~ok].tolist()) if rows else Counter()
+    counts: dict[str, int] = {SCORED: int(ok.sum()), **{str(k): int(v) for k, v in reasons.items()}}
+    if result.expected > n:
+        counts[MISSING] = result.expected - n
+    joined_notes = rows[NOTES].tolist() if rows else []
+    notes = Counter(note for joined in joined_notes for note in str(joined).split(",") if note)
+    return {"samples": n, "expected_samples": result.expected, "counts": counts,
+            "notes": {str(k): int(v) for k, v in notes.items()}, "scorers": [s.name for s in scorers]}
