@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from curate.cli import app
@@ -22,7 +20,7 @@ from curate.dfn.evaluate import auc, evaluate_filter
 from curate.dfn.synthetic_set import write_parquet, write_webdataset
 from curate.errors import ConfigError
 from curate.pool import Pool
-from curate.shards import SampleRow, ShardWriter, iter_shard_samples, list_shards
+from curate.shards import SampleRow, ShardWriter, list_shards
 from curate.synthetic import encode, make_samples, mismatched_caption
 from curate.uid import make_uid
 
@@ -103,17 +101,22 @@ def test_checkpoint_loads_in_scorer_and_scores_a_small_pool(trained_dfn: dict[st
                                  width=64, height=64, image=encode(sample.image)))
         writer.close({"successes": 40})
         pool.mark_done("download", f"{shard:08d}", {"samples": 40})
-    uids, images, captions = [], [], []
+    # Score the pool the way the score stage does: a clip scorer named dfn loading the model by path.
+    from curate.config import ScoreConfig
+    from curate.scorers.base import build_scorers
+    from curate.stages.score.read import decode_shard
+
+    config = ScoreConfig.model_validate(
+        {"scorers": [{"type": "clip", "name": "dfn", "model": trained_dfn["model_dir"], "num_gpus": 0}]})
+    (scorer,) = build_scorers(config.scorers)
+    uids, parts = [], []
     for shard_id in list_shards(pool):
-        for s in iter_shard_samples(pool, shard_id):
-
-
-            uids.append(s["uid"])
-            images.append(loaded.preprocess(Image.open(io.BytesIO(s["image"])).convert("RGB")))
-            captions.append(s["caption"])
-    scores = (loaded.encode_images(torch.stack(images)) * loaded.encode_texts(captions)).sum(-1).numpy()
+        for batch in decode_shard(pool, shard_id, scorer.views(), config.max_image_pixels, rows_per_batch=64):
+            uids += batch["uid"].tolist()
+            parts.append(scorer(batch)["clip_dfn_similarity_score"])
+    scores = np.concatenate(parts)
     is_matched = np.array([truth[u] for u in uids])
-    assert len(uids) == 80
+    assert len(uids) == 80 and np.isfinite(scores).all()
     assert auc(scores[is_matched], scores[~is_matched]) >= 0.9
 
 
@@ -258,3 +261,16 @@ def test_bf16_on_cpu_is_refused() -> None:
     assert _use_bf16("auto", torch.device("cuda")) is True
     with pytest.raises(ConfigError, match="bf16 needs a GPU"):
         _use_bf16("bf16", torch.device("cpu"))
+
+
+def test_shipped_dfn_yamls_validate() -> None:
+    from curate.config import load_pipeline
+    from curate.dfn.config import load_dfn_config
+
+    root = Path(__file__).resolve().parent.parent
+    example = load_dfn_config(root / "curate" / "dfn" / "example_train.yaml")
+    pipeline = load_pipeline(root / "pipelines" / "dfn.yaml")
+    clip = pipeline.score.scorers[0]
+    assert clip.type == "clip" and clip.name == "dfn"
+    assert clip.model == str(Path(example.output_dir) / "model")
+    assert pipeline.filter.spec == "filters/dfn_top15.yaml"
