@@ -78,6 +78,7 @@ def main() -> None:
     spec = work / "spec.yaml"
     spec.write_text(SPEC.format(filters=Path(__file__).resolve().parent.parent / "filters"))
 
+    print(f"load average (1/5/15 min) at the start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     t0 = time.time()
     ref = pandas_apply_filter(pool, shards)
     t_pandas = time.time() - t0
@@ -92,6 +93,7 @@ def main() -> None:
     kept = pool.read_parquet("subsets/bench_basic_clip30/uids.parquet")["uid"].to_numpy(zero_copy_only=False)
     assert len(kept) == len(ref) and (np.sort(kept) == np.sort(ref)).all(), "curate and pandas disagree"
     rows = funnel["population"]
+    print(f"load average (1/5/15 min) at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"{rows:,} successful rows of {args.size:,} candidates; kept {len(kept):,}")
     print(f"pandas (DataComp apply_filter style): {t_pandas:.2f}s  {rows / t_pandas:,.0f} rows/s")
