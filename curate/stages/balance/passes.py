@@ -70,7 +70,7 @@ def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings
         table = table.join(langs, "uid", join_type="left outer")
         counts["missing_language_score"] = table["lang"].null_count
     else:
-        table = table.append_column("lang", pa.array([ALL_LANGUAGES] * table.num_rows, pa.string()))
+        table = table.append_column("lang", pa.repeat(pa.scalar(ALL_LANGUAGES, pa.string()), table.num_rows))
     # Deterministic row order, whatever the join did.
     table = table.sort_by("uid").combine_chunks()
     n = table.num_rows
