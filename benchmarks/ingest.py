@@ -1,0 +1,112 @@
+"""Ingest benchmark: candidates extracted per second per core, curate vs cc2dataset's process_wat.
+
+Both read the same generated WAT file (Common Crawl structure, see curate.stages.ingest.watgen),
+in the same run, each in a single process pinned to one thread. cc2dataset runs in its own
+virtualenv (it pins old dependencies and pulls in pyspark), created with:
+
+    python3 -m venv /tmp/cc2ds-venv && /tmp/cc2ds-venv/bin/pip install cc2dataset==1.5.0
+
+Usage:
+    .venv/bin/python benchmarks/ingest.py --pages 50000 [--cc2dataset-python /tmp/cc2ds-venv/bin/python]
+
+The per-core rate is candidates / CPU seconds of the process (user + system), so a loaded shared
+machine slows the wall clock but not the figure much; wall-clock rates are printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+# One thread everywhere: the figure is per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+CC2DATASET_SNIPPET = r"""
+import json, resource, sys, time
+from cc2dataset.main import process_wat
+path = sys.argv[1]
+t0, c0 = time.perf_counter(), time.process_time()
+n = sum(1 for _ in process_wat(path, "image"))
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({"candidates": n, "wall_s": wall, "cpu_s": cpu}))
+"""
+
+
+def run_curate(path: Path) -> dict:
+    import pyarrow as pa
+
+    from curate.stages.ingest.candidates import CandidateRules
+    from curate.stages.ingest.shard import extract_file
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    counts: Counter[str] = Counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with open(path, "rb") as fh:
+        table, sizes = extract_file(fh, CandidateRules(), str(path), "", counts)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"candidates": table.num_rows, "image_links": sizes["image_links"], "wall_s": wall, "cpu_s": cpu,
+            "counts": dict(counts)}
+
+
+def run_cc2dataset(python: str, path: Path) -> dict:
+    out = subprocess.run([python, "-c", CC2DATASET_SNIPPET, str(path)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"cc2dataset run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=50_000, help="pages in the generated WAT (default 50000)")
+    parser.add_argument("--images-per-page", type=int, default=8)
+    parser.add_argument("--cc2dataset-python", default="/tmp/cc2ds-venv/bin/python",
+                        help="python of the virtualenv where cc2dataset is installed")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
+    parser.add_argument("--keep", type=Path, default=None, help="write the WAT here instead of a temp dir")
+    args = parser.parse_args()
+
+    from curate.stages.ingest.watgen import synthetic_pages, write_wat
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "bench.warc.wat.gz"
+        t0 = time.perf_counter()
+        write_wat(path, synthetic_pages(args.pages, args.images_per_page), anchors_per_page=10)
+        print(f"generated {args.pages} pages ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s",
+              file=sys.stderr)
+        ours, theirs = [], []
+        for _ in range(args.repeat):
+            ours.append(run_curate(path))
+            theirs.append(run_cc2dataset(args.cc2dataset_python, path))
+        best_ours = min(ours, key=lambda r: r["cpu_s"])
+        best_theirs = min(theirs, key=lambda r: r["cpu_s"])
+
+    def rates(r: dict) -> dict:
+        return {"candidates": r["candidates"], "cpu_s": round(r["cpu_s"], 2), "wall_s": round(r["wall_s"], 2),
+                "candidates_per_cpu_s": round(r["candidates"] / r["cpu_s"]),
+                "candidates_per_wall_s": round(r["candidates"] / r["wall_s"])}
+
+    result = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "pages": args.pages,
+        "image_links": best_ours["image_links"],
+        "curate": rates(best_ours),
+        "cc2dataset": rates(best_theirs),
+        "curate_counts": best_ours["counts"],
+    }
+    result["speedup_per_core"] = round(
+        result["curate"]["candidates_per_cpu_s"] / result["cc2dataset"]["candidates_per_cpu_s"], 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
