@@ -64,7 +64,9 @@ def iter_records(fh: IO[bytes], counts: Counter[str]) -> Iterator[tuple[WarcReco
             except StopIteration:
                 return
             except Exception:
-                counts["record_corrupt"] += 1
+                # A restart that fails before reading anything is still the same damaged stretch.
+                if last_start is not None or base == 0:
+                    counts["record_corrupt"] += 1
                 break
             # For HTTP records the parsed headers are not part of `body`, so the length check
             # only applies to plain records (WAT JSON, WET text).
