@@ -1,0 +1,63 @@
+"""`curate score`: run the configured scorers over every download shard."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from curate.cli import app
+from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
+
+
+@app.command("score")
+def score_command(
+    pool: PoolOpt,
+    config: ConfigOpt = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option("--scorer", help="Add a scorer that needs no settings, by type: text_stats, image_stats or "
+                     "language (repeatable). Used alone, or added to the scorers of --config."),
+    ] = None,
+    max_image_pixels: Annotated[
+        int | None, typer.Option("--max-image-pixels", min=1, help="Images with more pixels get no image scores "
+                                 "(reason too_many_pixels; default 89,478,485).")
+    ] = None,
+    ray_address: RayAddressOpt = None,
+    rerun: RerunOpt = False,
+) -> None:
+    """Score every finished download shard with the scorers of the `score:` section of --config.
+
+    Scorers (docs/score.md): clip (clip_NAME_similarity_score from an open_clip model, hf-hub: id or
+    local directory, e.g. a DFN; optional float16 embeddings in embeddings/NAME/), nsfw
+    (nsfw_image_score from a CLIP embedding, nsfw_text_score from a word list), language (lang,
+    lang_score with fastText lid.176), text_stats (caption_num_words, caption_num_chars) and
+    image_stats (width, height, original sizes, aspect_ratio, 64-bit phash).
+
+    Images are decoded once per sample on CPU tasks for all scorers; models run in Ray Data actor
+    pools (on GPUs where the cluster has them). Writes scores/SCORER/SHARD.parquet with one row
+    per successful download sample, and _done/score/SHARD.json with counts of images that could
+    not be scored, by reason. A rerun skips finished shards (and re-scores shards whose marker
+    lacks a newly configured scorer). Models load offline from the Hugging Face cache or a path; a
+    missing model is an error that says what to download. Exit status is non-zero when a shard
+    failed.
+    """
+    from curate.config import ScoreConfig, load_pipeline
+    from curate.errors import ConfigError
+    from curate.pool import Pool
+    from curate.stages.score import run
+
+    section = ScoreConfig()
+    if config is not None:
+        section = load_pipeline(config).score or section
+    data = section.model_dump()
+    data["scorers"] = [*data["scorers"], *({"type": t} for t in (scorer or []))]
+    if max_image_pixels is not None:
+        data["max_image_pixels"] = max_image_pixels
+    try:
+        section = ScoreConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"curate score: {exc}") from exc
+    if not section.scorers:
+        raise ConfigError("curate score: no scorers: give --config with a `score: scorers:` list, or --scorer TYPE")
+    run(Pool(pool), section, ray_address=ray_address, rerun=rerun)

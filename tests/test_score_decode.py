@@ -1,0 +1,124 @@
+"""Decoding once into views: every bad-image case is scored after a repair or given a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.scorers.base import ImageView
+from curate.stages.score import decode as d
+from curate.synthetic import draw_shape, encode
+
+CLIP_VIEW = ImageView(64, "crop", "RGB")
+HASH_VIEW = ImageView(32, "squash", "L")
+VIEWS = [CLIP_VIEW, HASH_VIEW]
+CAP = 10_000_000
+
+
+def _png(img: Image.Image, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def _check_views(out: d.Decoded) -> None:
+    assert out.ok, out.reason
+    assert out.views[CLIP_VIEW.column].shape == (64, 64, 3)
+    assert out.views[CLIP_VIEW.column].dtype == np.uint8
+    assert out.views[HASH_VIEW.column].shape == (32, 32)
+
+
+def test_plain_jpeg_is_decoded_into_every_view() -> None:
+    out = d.decode_image(encode(draw_shape("red", "circle", 200)), VIEWS, CAP)
+    _check_views(out)
+    assert (out.width, out.height, out.notes) == (200, 200, [])
+
+
+def test_large_jpeg_uses_draft_mode_and_keeps_colour() -> None:
+    img = Image.new("RGB", (1600, 1200), (200, 20, 20))
+    out = d.decode_image(encode(img), [CLIP_VIEW], CAP)
+    _check_views_single = out.views[CLIP_VIEW.column]
+    assert _check_views_single.shape == (64, 64, 3)
+    assert abs(int(_check_views_single[..., 0].mean()) - 200) < 6
+    assert (out.width, out.height) == (1600, 1200)  # the real size, not the draft's
+
+
+def test_truncated_jpeg_gets_a_reason() -> None:
+    data = encode(draw_shape("blue", "square", 256))
+    out = d.decode_image(data[: len(data) // 2], VIEWS, CAP)
+    assert not out.ok and out.reason == d.TRUNCATED
+
+
+def test_garbage_bytes_get_a_reason() -> None:
+    assert d.decode_image(b"not an image at all", VIEWS, CAP).reason == d.UNDECODABLE
+    assert d.decode_image(b"", VIEWS, CAP).reason == d.UNDECODABLE
+
+
+def test_cmyk_is_converted_and_noted() -> None:
+    cmyk = draw_shape("green", "cross", 96).convert("CMYK")
+    out = d.decode_image(encode(cmyk), VIEWS, CAP)
+    _check_views(out)
+    assert d.NOTE_CMYK in out.notes
+    green = out.views[CLIP_VIEW.column].reshape(-1, 3).astype(int)
+    assert (green[:, 1] - green[:, 0]).max() > 60  # still green somewhere, not inverted
+
+
+def test_16bit_greyscale_keeps_its_range() -> None:
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    out = d.decode_image(_png(Image.fromarray(ramp)), VIEWS, CAP)
+    _check_views(out)
+    assert d.NOTE_16BIT in out.notes
+    grey = out.views[HASH_VIEW.column]
+    assert grey.min() < 20 and grey.max() > 235  # not clipped to white
+
+
+def test_palette_with_transparency_is_flattened_on_white() -> None:
+    img = Image.new("P", (40, 40), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    img.paste(1, (10, 10, 30, 30))
+    out = d.decode_image(_png(img, transparency=0), VIEWS, CAP)
+    _check_views(out)
+    assert d.NOTE_ALPHA in out.notes
+    view = out.views[CLIP_VIEW.column]
+    assert tuple(view[0, 0]) == (255, 255, 255)  # transparent corner became white, not black
+    assert tuple(view[32, 32]) == (255, 0, 0)
+
+
+def test_rgba_is_flattened() -> None:
+    img = Image.new("RGBA", (20, 20), (0, 0, 255, 0))
+    out = d.decode_image(_png(img), VIEWS, CAP)
+    assert out.ok and d.NOTE_ALPHA in out.notes
+
+
+def test_animated_gif_scores_its_first_frame() -> None:
+    frames = [Image.new("RGB", (30, 30), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    out = d.decode_image(buf.getvalue(), VIEWS, CAP)
+    _check_views(out)
+    assert d.NOTE_ANIMATED in out.notes
+    r, g, b = out.views[CLIP_VIEW.column][15, 15]
+    assert r > 200 and g < 50 and b < 50
+
+
+def test_one_by_one_image_is_scored_and_noted() -> None:
+    out = d.decode_image(_png(Image.new("RGB", (1, 1), (9, 9, 9))), VIEWS, CAP)
+    _check_views(out)
+    assert d.NOTE_TINY in out.notes
+
+
+@pytest.mark.parametrize("cap", [100 * 100 - 1, 1])
+def test_image_above_the_pixel_cap_is_refused(cap: int) -> None:
+    out = d.decode_image(encode(Image.new("RGB", (100, 100))), VIEWS, cap)
+    assert not out.ok and out.reason == d.TOO_MANY_PIXELS
+    assert (out.width, out.height) == (100, 100)
+
+
+def test_decompression_bomb_is_refused_without_decoding() -> None:
+    # A PNG header claiming 30000x30000 pixels: refused from the header alone.
+    big = Image.new("1", (30000, 30000))
+    out = d.decode_image(_png(big), VIEWS, CAP)
+    assert out.reason == d.TOO_MANY_PIXELS

@@ -1,0 +1,164 @@
+"""The score stage end to end on Ray: real shards (ShardWriter) → scores/ and embeddings/ → resume."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curate.config import ScoreConfig
+from curate.errors import PoolError, StageFailed
+from curate.pool import Pool
+from curate.stages.score import run
+from curate.synthetic import draw_shape, encode, make_samples, mismatched_caption
+from tests.clip_fixtures import matched_vs_shuffled_auc, write_synthetic_shards
+
+
+def _png(img: Image.Image, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def _bad_images() -> dict[str, bytes]:
+    jpeg = encode(draw_shape("red", "circle", 128))
+    palette = Image.new("P", (40, 40), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    frames = [Image.new("RGB", (30, 30), c) for c in ((255, 0, 0), (0, 0, 255))]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], loop=0)
+    return {
+        "truncated jpeg": jpeg[: len(jpeg) // 2],
+        "cmyk jpeg": encode(draw_shape("blue", "square", 64).convert("CMYK")),
+        "sixteen bit": _png(Image.fromarray((np.arange(4096).reshape(64, 64) * 16).astype(np.uint16))),
+        "palette transparency": _png(palette, transparency=0),
+        "animated gif": gif.getvalue(),
+        "one pixel": _png(Image.new("RGB", (1, 1))),
+        "too many pixels": encode(Image.new("RGB", (300, 300))),
+    }
+
+
+def _config(model_dir: Path, **extra: object) -> ScoreConfig:
+    return ScoreConfig.model_validate({
+        "scorers": [
+            {"type": "clip", "name": "tiny", "model": str(model_dir), "image_embeddings": True,
+             "text_embeddings": True, "batch_size": 32},
+            {"type": "nsfw", "clip": "tiny"},
+            {"type": "language"}, {"type": "text_stats"}, {"type": "image_stats"},
+        ],
+        "max_image_pixels": 250 * 250, "decode_batch_size": 16, **extra,
+    })
+
+
+@pytest.mark.ray
+def test_score_stage_end_to_end(tiny_clip_dir: Path, tmp_path: Path, ray_runtime: object) -> None:
+    pool = Pool(str(tmp_path / "pool"))
+    samples = write_synthetic_shards(pool.url, n_shards=2, per_shard=24, extra_images=_bad_images())
+    report = run(pool, _config(tiny_clip_dir), quiet=True)
+    assert report["shards_done"] == 2 and not report["shards_failed"]
+    counts = report["totals"]["counts"]
+    assert counts == {"scored": 48 + 5, "truncated_image": 1, "too_many_pixels": 1}
+    notes = report["totals"]["notes"]
+    for note in ("converted_cmyk", "converted_16bit", "flattened_transparency", "animated_first_frame", "tiny_image"):
+        assert notes.get(note) == 1, (note, notes)
+
+    scores = {name: pool.read_parquet_dir(f"scores/{name}") for name in
+              ("tiny", "nsfw", "language", "text_stats", "image_stats")}
+    uids = [s["uid"] for s in samples]
+    for name, table in scores.items():
+        assert table["uid"].to_pylist() == uids, name  # one row per successful sample, in shard order
+    by_caption = {s["caption"]: i for i, s in enumerate(samples)}
+    clip = scores["tiny"]["clip_tiny_similarity_score"]
+    assert clip.null_count == 2  # the two images that could not be scored
+    assert scores["image_stats"]["phash"].type == pa.uint64()
+    assert scores["image_stats"]["phash"].null_count == 2
+    assert scores["text_stats"]["caption_num_words"].to_pylist()[by_caption["truncated jpeg"]] == 2
+    assert set(scores["language"]["lang"].to_pylist()[:48]) <= {"en", "fr", "de", "it", "es", "nl"}
+
+    emb = pool.read_parquet("embeddings/tiny/00000000.parquet")
+    assert emb.schema.field("image_embedding").type == pa.list_(pa.float16(), 64)
+    vectors = np.stack(emb["image_embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=2e-3)
+    assert emb.num_rows == 24 and "text_embedding" in emb.column_names
+    assert pool.is_done("score", "00000000") and pool.read_report("score")["scorers"][0] == "tiny"
+
+    # Resume: a second run does nothing; a lost marker re-scores only that shard.
+    before = pool.read_bytes("scores/tiny/00000000.parquet")
+    again = run(pool, _config(tiny_clip_dir), quiet=True)
+    assert again["shards_run_now"] == 0 and again["shards_skipped_as_done"] == 2
+    pool.remove("_done/score/00000001.json")
+    third = run(pool, _config(tiny_clip_dir), quiet=True)
+    assert third["shards_run_now"] == 1
+    assert pool.read_bytes("scores/tiny/00000000.parquet") == before
+
+
+@pytest.mark.ray
+def test_tiny_clip_auc_through_the_scorer_on_real_shards(tiny_clip_dir: Path, tmp_path: Path,
+                                                         ray_runtime: object) -> None:
+    """Matched pairs outscore shuffled pairs (AUC >= 0.9), scored by the stage from tar shards."""
+    from curate.shards import SampleRow, ShardWriter
+    from curate.uid import make_uid
+
+    pool = Pool(str(tmp_path / "pool"))
+    rng = np.random.default_rng(7)
+    writer = ShardWriter(pool, "00000000")
+    matched: set[str] = set()
+    for i, s in enumerate(make_samples(80, seed=99)):
+        for kind, caption in (("m", s.caption), ("x", mismatched_caption(s, rng))):
+            url = f"http://example.test/{i}{kind}.jpg"
+            uid = make_uid(url, caption)
+            matched.update({uid} if kind == "m" else set())
+            writer.add(SampleRow(key=f"{i:04d}{kind}", uid=uid, url=url, caption=caption, status="success",
+                                 width=64, height=64, image=encode(s.image)))
+    writer.close({})
+    pool.mark_done("download", "00000000", {})
+    run(pool, ScoreConfig.model_validate({"scorers": [{"type": "clip", "name": "tiny", "model": str(tiny_clip_dir)}]}),
+        quiet=True)
+    table = pool.read_parquet("scores/tiny/00000000.parquet").to_pydict()
+    score = np.array(table["clip_tiny_similarity_score"])
+    is_matched = np.array([u in matched for u in table["uid"]])
+    assert matched_vs_shuffled_auc(score[is_matched], score[~is_matched]) >= 0.9
+
+
+def test_missing_model_fails_before_reading_shards(tmp_path: Path) -> None:
+    pool = Pool(str(tmp_path / "pool"))
+    write_synthetic_shards(pool.url, n_shards=1, per_shard=2)
+    from curate.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        run(pool, ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "/no/such/dir"}]}), quiet=True)
+    assert not pool.is_done("score", "00000000")
+
+
+def test_empty_pool_and_empty_config_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(PoolError, match="no finished download shards"):
+        run(Pool(str(tmp_path)), ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}]}), quiet=True)
+    with pytest.raises(PoolError, match="no scorers"):
+        run(Pool(str(tmp_path)), ScoreConfig(), quiet=True)
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}, {"type": "text_stats"}]})
+    with pytest.raises(ValueError, match="names no clip scorer"):
+        ScoreConfig.model_validate({"scorers": [{"type": "nsfw", "clip": "b32"}]})
+    with pytest.raises(ValueError, match="does not match any of the expected tags"):
+        ScoreConfig.model_validate({"scorers": [{"type": "aesthetic"}]})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "x", "modle": "y"}]})
+
+
+@pytest.mark.ray
+def test_unreadable_shard_is_named_and_others_finish(tmp_path: Path, ray_runtime: object) -> None:
+    pool = Pool(str(tmp_path / "pool"))
+    write_synthetic_shards(pool.url, n_shards=2, per_shard=3)
+    pool.write_bytes("shards/00000001.tar", b"this is not a tar file" * 100)
+    with pytest.raises(StageFailed, match="00000001"):
+        run(pool, ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}, {"type": "image_stats"}]}),
+            quiet=True)
+    assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
+    assert "00000001" in pool.read_report("score")["shards_failed"]
