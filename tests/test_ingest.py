@@ -292,3 +292,32 @@ def test_uids_of_matches_make_uid(pairs):
     urls, texts = zip(*pairs, strict=True)
     got = uids_of(pa.array(urls), pa.array(texts)).to_pylist()
     assert got == [make_uid(u, t) for u, t in pairs]
+
+
+def _warc_response(url: str, html: str, content_type: str = "text/html; charset=utf-8") -> bytes:
+    payload = html.encode()
+    http_part = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n\r\n"
+                 ).encode() + payload
+    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
+            f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http_part)}\r\n\r\n")
+    return gzip.compress(head.encode() + http_part + b"\r\n\r\n")
+
+
+def test_warc_html_honours_base_href_and_entities(tmp_path):
+    html = (
+        '<html lang="fr-FR"><head><base href="https://static.example.org/assets/"></head><body>'
+        '<img src="a.jpg" alt="Caf&eacute;  au&nbsp;lait">'
+        '<img src="../b.png" title="Titre">'
+        '<img src="//cdn.example.org/c.gif" alt="">'
+        '<img alt="no src">'
+        "</body></html>"
+    )
+    path = _write(tmp_path / "p.warc.gz", _warc_response("http://example.org/x/page.html", html)
+                  + _warc_response("http://example.org/data.json", "{}", "application/json"))
+    rows, counts = extract(path)
+    assert [(r["url"], r["text"], r["alt_kind"], r["page_lang"]) for r in rows] == [
+        ("https://static.example.org/assets/a.jpg", "Café au lait", "alt", "fr-fr"),
+        ("https://static.example.org/b.png", "Titre", "title", "fr-fr"),
+    ]
+    assert counts["link_missing_src"] == 1 and counts["link_empty_caption"] == 1
+    assert counts["record_not_html_response"] == 1

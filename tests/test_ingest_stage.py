@@ -158,3 +158,16 @@ def test_cli_config_section_and_help(tmp_path, local_executor):
         assert option in help_text
     no_inputs = runner.invoke(app, ["ingest", "--pool", str(tmp_path / "p2")])
     assert no_inputs.exit_code != 0
+
+
+@pytest.mark.fault("ingest", "an http(s) input that answers 404", "its shard fails with the HTTP error named")
+def test_http_404_input_is_a_failed_shard(tmp_path, http_root, local_executor):
+    root, base = http_root
+    _wat(root / "ok.warc.wat.gz", "ok.com")
+    pool = Pool(str(tmp_path / "pool"))
+    config = IngestConfig(inputs=[f"{base}/ok.warc.wat.gz", f"{base}/gone.warc.wat.gz"], max_retries=0)
+    with pytest.raises(StageFailed) as info:
+        run(pool, config, quiet=True)
+    assert list(info.value.failed) == ["00000"]  # 'gone…' sorts before 'ok…'
+    assert "404" in info.value.failed["00000"]
+    assert pool.read_parquet("candidates/part-00001.parquet").num_rows == 3
