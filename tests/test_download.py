@@ -277,3 +277,30 @@ def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeyp
             assert table.equals(read_shard_table(clean, sid))
             assert pool.read_bytes(f"shards/{sid}.tar") == clean.read_bytes(f"shards/{sid}.tar")
         assert download.run(pool, config, quiet=True)["shards_run_now"] == 0
+
+
+def test_shard_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
+    """ShardWriter builds tar headers itself (speed); the bytes must equal tarfile's, long/unicode names too."""
+    import tarfile
+
+    from curate.shards import SampleRow, ShardWriter
+
+    rows = [SampleRow(key=("k" * 120 if i == 3 else f"0000{i:04d}"), uid=f"{i:032x}", url=f"http://x/é{i}",
+                      caption="ça va " * (i + 1), status="success" if i % 3 else "failed_to_download",
+                      image=bytes([i]) * (700 + 911 * i), extra={"page_url": "p"}) for i in range(8)]
+    writer = ShardWriter(Pool(str(tmp_path)), "00000000")
+    writer.rows = rows
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w") as tar:
+        for r in rows:
+            if r.status != "success":
+                continue
+            meta = {"key": r.key, "uid": r.uid, "url": r.url, "caption": r.caption, "status": r.status,
+                    "width": None, "height": None, "original_width": None, "original_height": None,
+                    "sha256": None, "page_url": "p"}
+            for ext, data in ((r.extension, r.image), ("txt", r.caption.encode()),
+                              ("json", json.dumps(meta, ensure_ascii=False).encode())):
+                info = tarfile.TarInfo(f"{r.key}.{ext}")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+    assert writer._tar_bytes() == reference.getvalue()
