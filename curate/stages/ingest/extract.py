@@ -34,8 +34,11 @@ def _lang_token(value: Any) -> str | None:
     return token or None
 
 
-def wat_links(body: bytes) -> tuple[str | None, list[RawLink], int]:
-    """(page_lang, image links, number of non-image links) of a WAT metadata record."""
+def wat_links(body: bytes) -> tuple[str | None, str | None, list[RawLink], int]:
+    """(page_url, page_lang, image links, number of non-image links) of a WAT metadata record.
+
+    The record-by-record path: curate.stages.ingest.watblock parses whole blocks faster and
+    falls back to this when a block holds a bad record."""
     # Most WAT records (requests, crawl metadata, pages without images) have no IMG link:
     # a byte search rejects them without paying for a JSON parse.
     if body[:1] != b"{":
@@ -61,7 +64,12 @@ def wat_links(body: bytes) -> tuple[str | None, list[RawLink], int]:
                   if link.get("path") == IMG_PATH]
     except AttributeError:  # a link that is not a JSON object
         raise RecordSkipped("invalid_json") from None
-    return _wat_lang(response, html), images, len(links) - len(images)
+    try:
+        page_url = doc["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]
+    except (KeyError, TypeError):
+        page_url = None
+    page_url = page_url if isinstance(page_url, str) else None
+    return page_url, _wat_lang(response, html), images, len(links) - len(images)
 
 
 def _wat_lang(response: dict, html: dict) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from typing import Any
@@ -44,13 +43,12 @@ def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
     buf = LinkBuffer()
     for body in bodies:
         try:
-            lang, links, other = wat_links(body)
+            page_url, lang, links, other = wat_links(body)
         except RecordSkipped as skip:
             counts[f"record_{skip.reason}"] += 1
             continue
         if other:
             counts["non_image_links_ignored"] += other
-        page_url = _json_target_uri(body)
         if not links:
             counts["record_no_images"] += 1
         elif not page_url:
@@ -59,14 +57,6 @@ def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
             counts["record_with_images"] += 1
             buf.add_page(page_url, None, lang, links)
     return buf.to_batch(counts)
-
-
-def _json_target_uri(body: bytes) -> str | None:
-    try:
-        uri = json.loads(body)["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return uri if isinstance(uri, str) else None
 
 
 def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
