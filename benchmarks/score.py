@@ -1,0 +1,182 @@
+"""Benchmark the score stage: batched Ray Data pipeline vs a naive per-sample open_clip loop.
+
+Both read the same tar shards (written with curate.shards.ShardWriter, images at --image-px like the
+download stage's output) in the same run. The naive peer does what Data-Juicer's
+image_text_similarity op does: for each sample, open the image, preprocess it, tokenise the caption
+and encode the pair one at a time. The batched side is `curate.stages.score.run` with one clip
+scorer (decode once on CPU tasks, draft-mode JPEG decoding, actor pool, batches).
+
+    # CPU (what RESULTS.md reports for this 2-core machine)
+    python benchmarks/score.py --model curate-tiny --size 2000
+    python benchmarks/score.py --model ViT-B-32 --size 192
+    # GPU machine: end to end from tar shards, random weights, bf16, one actor per GPU
+    python benchmarks/score.py --device cuda --model ViT-B-32 --size 100000 --batch-size 1024 --decode-tasks 14
+    python benchmarks/score.py --device cuda --model ViT-L-14 --size 50000 --batch-size 512 --decode-tasks 14
+
+Weights are random ("random" pretrained): speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_shards(root: str, size: int, per_shard: int, image_px: int) -> list[str]:
+    from curate.pool import Pool
+    from curate.shards import SampleRow, ShardWriter, shard_name
+    from curate.synthetic import encode, make_samples
+    from curate.uid import make_uid
+
+    pool = Pool(root)
+    base = make_samples(min(size, 512), seed=0, size=image_px)  # drawing is slow; reuse images
+    ids = []
+    for s in range((size + per_shard - 1) // per_shard):
+        sid = shard_name(s)
+        writer = ShardWriter(pool, sid)
+        for i in range(s * per_shard, min(size, (s + 1) * per_shard)):
+            sample = base[i % len(base)]
+            url = f"http://bench.test/{i}.jpg"
+            writer.add(SampleRow(key=f"{i:09d}", uid=make_uid(url, sample.caption), url=url, caption=sample.caption,
+                                 status="success", width=image_px, height=image_px, image=encode(sample.image)))
+        writer.close({})
+        pool.mark_done("download", sid, {})
+        ids.append(sid)
+    return ids
+
+
+def naive_loop(root: str, shard_ids: list[str], model: str, device: str, limit: int) -> tuple[int, float]:
+    """Per-sample open_clip scoring, as Data-Juicer's image_text_similarity op does it."""
+    import io
+
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from curate.models.tiny import register_tiny_configs
+    from curate.pool import Pool
+    from curate.shards import iter_shard_samples
+
+    register_tiny_configs()
+    start = time.time()
+    net, _, preprocess = open_clip.create_model_and_transforms(model, device=device)
+    net.eval()
+    tokenizer = open_clip.get_tokenizer(model)
+    pool, n = Pool(root), 0
+    with torch.inference_mode():
+        for sid in shard_ids:
+            for sample in iter_shard_samples(pool, sid):
+                image = preprocess(Image.open(io.BytesIO(sample["image"])).convert("RGB")).unsqueeze(0).to(device)
+                text = tokenizer([sample["caption"]]).to(device)
+                img = torch.nn.functional.normalize(net.encode_image(image), dim=-1)
+                txt = torch.nn.functional.normalize(net.encode_text(text), dim=-1)
+                float((img * txt).sum())
+                n += 1
+                if n >= limit:
+                    return n, time.time() - start
+    return n, time.time() - start
+
+
+def batched_pipeline(root: str, model: str, device: str, batch_size: int, decode_tasks: int) -> tuple[int, float]:
+    from curate.config import ScoreConfig
+    from curate.pool import Pool
+    from curate.runtime import ensure_ray
+    from curate.stages.score import run
+
+    ensure_ray()  # Ray start-up is not the pipeline's throughput; model loading and decoding are
+    gpu = 1 if device == "cuda" else 0
+    cfg = ScoreConfig.model_validate({
+        "scorers": [{"type": "clip", "name": "bench", "model": model, "pretrained": "random",
+                     "batch_size": batch_size, "num_gpus": gpu, "num_cpus": 1}],
+        "decode_batch_size": min(batch_size, 256),
+        "decode_num_cpus": 1,
+    })
+    start = time.time()
+    report = run(Pool(root), cfg, quiet=True)
+    return int(report["totals"]["samples"]), time.time() - start
+
+
+class GpuSampler:
+    """Mean GPU utilisation from nvidia-smi, sampled every 0.5 s while the pipeline runs."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                self.values.append(float(out.split()[0]))
+            except Exception:
+                pass
+            time.sleep(0.5)
+
+    def __enter__(self) -> GpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return round(float(np.mean(self.values)), 1) if self.values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="curate-tiny", help="open_clip architecture (random weights)")
+    parser.add_argument("--size", type=int, default=2000, help="images in the benchmark pool")
+    parser.add_argument("--per-shard", type=int, default=500, help="images per shard")
+    parser.add_argument("--image-px", type=int, default=256, help="side of the stored JPEGs")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--decode-tasks", type=int, default=1, help="CPU decode tasks (Ray CPUs beyond the actor)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--naive-limit", type=int, default=0, help="score only this many samples naively (0: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the naive loop; the pipeline's actor gets the same (num_cpus=1)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("CURATE_RAY_NUM_CPUS", str(1 + args.decode_tasks))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    root = tempfile.mkdtemp(prefix="curate-score-bench-")
+    t = time.time()
+    shard_ids = write_shards(root, args.size, args.per_shard, args.image_px)
+    print(f"wrote {args.size} images in {len(shard_ids)} shards ({time.time() - t:.1f}s)", flush=True)
+
+    with GpuSampler() as gpu:
+        n_batched, s_batched = batched_pipeline(root, args.model, args.device, args.batch_size, args.decode_tasks)
+    n_naive, s_naive = naive_loop(root, shard_ids, args.model, args.device, args.naive_limit or args.size)
+    result = {
+        "model": args.model, "device": args.device, "images": args.size, "image_px": args.image_px,
+        "batched_images": n_batched, "batched_seconds": round(s_batched, 2),
+        "batched_img_per_s": round(n_batched / s_batched, 1),
+        "naive_images": n_naive, "naive_seconds": round(s_naive, 2), "naive_img_per_s": round(n_naive / s_naive, 1),
+        "speedup": round((n_batched / s_batched) / (n_naive / s_naive), 2),
+        "gpu_util_mean_pct": gpu.mean if args.device == "cuda" else None,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch threads {args.threads}",
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
