@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import ssl
 import threading
 import time
 from collections import Counter
@@ -53,7 +54,8 @@ RouteSource = Mapping[str, Route] | Callable[[str], Route | None]
 class LocalHTTPServer:
     """A running server: `url(path)`, `hits`, `max_in_flight`; stop with `close()` or the context manager."""
 
-    def __init__(self, routes: RouteSource, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, routes: RouteSource, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.routes = routes
         self.hits: Counter[str] = Counter()
         self.user_agents: list[str] = []
@@ -84,6 +86,9 @@ class LocalHTTPServer:
                         server.in_flight -= 1
 
         self.httpd = _Server((host, port), Handler)
+        if tls is not None:  # HTTPS: a server-side context with the certificate loaded
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -120,7 +125,7 @@ class LocalHTTPServer:
             time.sleep(route.drip_seconds / pieces)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -129,9 +134,9 @@ class LocalHTTPServer:
 
 
 @contextlib.contextmanager
-def serve_routes(routes: RouteSource) -> Iterator[LocalHTTPServer]:
+def serve_routes(routes: RouteSource, tls: ssl.SSLContext | None = None) -> Iterator[LocalHTTPServer]:
     """Serve `routes` (path → Route, or a function of the path) on 127.0.0.1 until the block ends."""
-    server = LocalHTTPServer(routes)
+    server = LocalHTTPServer(routes, tls=tls)
     try:
         yield server
     finally:

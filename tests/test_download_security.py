@@ -210,3 +210,34 @@ def test_dns_cache_reuses_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(5):
         assert vet_url("http://cached.example/a.jpg", (), dns).ip == "93.184.216.34"
     assert calls == ["cached.example"]
+
+
+def test_https_verifies_certificates(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS goes to the vetted address with the host name for SNI and certificate checks."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from curate.stages.download import fetch as fetch_module
+    from curate.testing_http import Route, serve_routes
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    settings = _settings(["127.0.0.1"])
+    with serve_routes({"/a.jpg": Route(b"\xff\xd8 image bytes", content_type="image/jpeg")},
+                      tls=server_ctx) as server:
+        url = server.url("/a.jpg")
+        assert url.startswith("https://")
+        with pytest.raises(FetchFailure, match="tls") as info:  # self-signed: not trusted by default
+            fetch_image(url, settings, DnsCache(), HostLimiter(4, 1000.0), time.monotonic() + 5)
+        assert info.value.status == "failed_to_download"
+        trusting = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(fetch_module, "_SSL_CONTEXT", trusting)
+        assert fetch_image(url, settings, DnsCache(), HostLimiter(4, 1000.0), time.monotonic() + 5) == (
+            b"\xff\xd8 image bytes")
