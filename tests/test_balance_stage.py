@@ -117,6 +117,14 @@ def test_identical_output_for_1_3_and_7_shards(tmp_path, ray_runtime) -> None:
         outputs.append((pool.read_bytes("balanced/balanced/uids.npy"),
                         pool.read_parquet("balanced/balanced/entry_counts.parquet")))
     assert outputs[0][0] == outputs[1][0] == outputs[2][0]
+    # What travels to every task is a reference to the automaton in the object store, not the automaton.
+    import pickle
+
+    from curate.stages.balance.matching import SharedMatcher, build_matcher
+
+    matcher, _ = build_matcher({"*": [f"entry {i}" for i in range(20_000)]})
+    assert len(pickle.dumps(matcher)) > 200_000
+    assert len(pickle.dumps(SharedMatcher(matcher, "fp", use_ray=True))) < 5_000
     # Expected counts are float sums whose order depends on sharding: equal up to rounding.
     exact = [t.drop_columns(["expected_after"]) for _, t in outputs]
     assert exact[0].equals(exact[1]) and exact[0].equals(exact[2])
@@ -180,6 +188,17 @@ def test_subset_keep_unmatched_resume_and_reseed(tmp_path, local_executor) -> No
     assert reseeded["expected_kept"] == pytest.approx(first["expected_kept"])
 
 
+def test_tail_fraction_sets_t(tmp_path, local_executor) -> None:
+    captions = zipf_captions(3_000, [e for e in ENTRIES if " " not in e], seed=9)
+    pool = build_pool(tmp_path / "pool", captions, 1)
+    report = balance.run(pool, BalanceConfig(metadata=_metadata(tmp_path), tail_fraction=0.3), quiet=True)
+    th = report["thresholds"]["*"]
+    counts = pool.read_parquet("balanced/balanced/entry_counts.parquet")["count"].to_numpy()
+    assert th["how"] == "from tail_fraction"
+    assert th["t"] < counts.max() and abs(t_to_p(th["t"], counts) - 0.3) < 0.1
+    assert th["tail_fraction"] == pytest.approx(t_to_p(th["t"], counts))
+
+
 def test_clear_errors(tmp_path, local_executor) -> None:
     pool = build_pool(tmp_path / "pool", ["w0 w1"] * 10, 1)
     with pytest.raises(ConfigError, match="needs metadata"):
@@ -217,6 +236,3 @@ def test_cli_balance(tmp_path) -> None:
     bad = subprocess.run([*cmd[:-6], "--t", "5", "--tail-fraction", "0.2"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and "not both" in bad.stderr
-    missing = subprocess.run([*cmd[:5], "/nonexistent/meta.txt"], capture_output=True, text=True, env=env,
-                             timeout=120)
-    assert missing.returncode == 2 and "metadata not found" in missing.stderr

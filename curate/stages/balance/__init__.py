@@ -81,9 +81,11 @@ def _thresholds(meta: Metadata, first_ids: dict[str, int], counts: np.ndarray, c
     out: dict[str, dict] = {}
     if not meta.per_language:
         c = lang_counts(ALL_LANGUAGES)
-        t = cfg.t or (p_to_t(cfg.tail_fraction, c) if cfg.tail_fraction else DEFAULT_T)
-        out[ALL_LANGUAGES] = {"t": int(t), "tail_fraction": t_to_p(t, c), "how": "given" if cfg.t or not
-                              cfg.tail_fraction else "from tail_fraction"}
+        if cfg.tail_fraction is not None:
+            t, how = p_to_t(cfg.tail_fraction, c), "from tail_fraction"
+        else:
+            t, how = cfg.t or DEFAULT_T, "given" if cfg.t else "default"
+        out[ALL_LANGUAGES] = {"t": int(t), "tail_fraction": t_to_p(t, c), "how": how}
         return out
     ref = cfg.reference_language
     if cfg.tail_fraction is not None:
@@ -190,7 +192,9 @@ def run(
                               ray_address=ray_address, quiet=quiet)
     sample_result.raise_for_failures()
 
-    kept = pool.read_parquet_dir(f"{work}/kept", ["uid"])["uid"].combine_chunks()
+    # Only this run's shards: a pool whose shard list changed may hold stale work files.
+    kept = pa.concat_arrays([pool.read_parquet(f"{work}/kept/{s}.parquet", ["uid"])["uid"].combine_chunks()
+                             for s in shards])
     kept = pc.take(kept, pc.sort_indices(kept))
     pool.write_parquet(f"{out_dir}/uids.parquet", pa.table({"uid": kept}))
     npy = uids_to_npy_array(kept)

@@ -203,6 +203,7 @@ class SharedMatcher:
             self._ref = ray.put(matcher)
         else:
             self._local = matcher
+        _WORKER_CACHE.clear()
         _WORKER_CACHE[fingerprint] = matcher
 
     def get(self) -> Matcher:
