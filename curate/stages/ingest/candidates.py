@@ -42,6 +42,8 @@ _ENTITY = r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);?"
 
 @dataclass(frozen=True)
 class CandidateRules:
+    """The rule settings of IngestConfig, as a small picklable value for Ray tasks."""
+
     keep_empty_captions: bool = False
     max_caption_chars: int = 2000
     max_url_chars: int = 2048
