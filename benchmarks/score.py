@@ -54,7 +54,8 @@ def write_shards(root: str, size: int, per_shard: int, image_px: int) -> list[st
     return ids
 
 
-def naive_loop(root: str, shard_ids: list[str], model: str, device: str, limit: int) -> tuple[int, float]:
+def naive_loop(root: str, shard_ids: list[str], model: str, device: str,
+               limit: int) -> tuple[int, float, float]:
     """Per-sample open_clip scoring, as Data-Juicer's image_text_similarity op does it."""
     import io
 
@@ -71,6 +72,7 @@ def naive_loop(root: str, shard_ids: list[str], model: str, device: str, limit: 
     net, _, preprocess = open_clip.create_model_and_transforms(model, device=device)
     net.eval()
     tokenizer = open_clip.get_tokenizer(model)
+    loaded = time.time()
     pool, n = Pool(root), 0
     with torch.inference_mode():
         for sid in shard_ids:
@@ -82,11 +84,12 @@ def naive_loop(root: str, shard_ids: list[str], model: str, device: str, limit: 
                 float((img * txt).sum())
                 n += 1
                 if n >= limit:
-                    return n, time.time() - start
-    return n, time.time() - start
+                    return n, time.time() - start, time.time() - loaded
+    return n, time.time() - start, time.time() - loaded
 
 
-def batched_pipeline(root: str, model: str, device: str, batch_size: int, decode_tasks: int) -> tuple[int, float]:
+def batched_pipeline(root: str, model: str, device: str, batch_size: int,
+                     decode_tasks: int) -> tuple[int, float, tuple[int, float]]:
     from curate.config import ScoreConfig
     from curate.pool import Pool
     from curate.runtime import ensure_ray
@@ -102,7 +105,11 @@ def batched_pipeline(root: str, model: str, device: str, batch_size: int, decode
     })
     start = time.time()
     report = run(Pool(root), cfg, quiet=True)
-    return int(report["totals"]["samples"]), time.time() - start
+    seconds = time.time() - start
+    # Steady state: from the first shard written to the last, i.e. without actor start-up and model loading.
+    done = sorted((float(st["finished_at"]), int(st["samples"])) for st in Pool(root).done_shards("score").values())
+    steady = (sum(n for _, n in done[1:]), done[-1][0] - done[0][0]) if len(done) > 1 else (0, 0.0)
+    return int(report["totals"]["samples"]), seconds, steady
 
 
 class GpuSampler:
@@ -162,14 +169,18 @@ def main() -> None:
     print(f"wrote {args.size} images in {len(shard_ids)} shards ({time.time() - t:.1f}s)", flush=True)
 
     with GpuSampler() as gpu:
-        n_batched, s_batched = batched_pipeline(root, args.model, args.device, args.batch_size, args.decode_tasks)
-    n_naive, s_naive = naive_loop(root, shard_ids, args.model, args.device, args.naive_limit or args.size)
+        n_batched, s_batched, (n_steady, s_steady) = batched_pipeline(
+            root, args.model, args.device, args.batch_size, args.decode_tasks)
+    n_naive, s_naive, s_naive_loop = naive_loop(root, shard_ids, args.model, args.device, args.naive_limit or args.size)
     result = {
         "model": args.model, "device": args.device, "images": args.size, "image_px": args.image_px,
         "batched_images": n_batched, "batched_seconds": round(s_batched, 2),
         "batched_img_per_s": round(n_batched / s_batched, 1),
         "naive_images": n_naive, "naive_seconds": round(s_naive, 2), "naive_img_per_s": round(n_naive / s_naive, 1),
-        "speedup": round((n_batched / s_batched) / (n_naive / s_naive), 2),
+        "speedup_end_to_end": round((n_batched / s_batched) / (n_naive / s_naive), 2),
+        "batched_steady_img_per_s": round(n_steady / s_steady, 1) if s_steady else None,
+        "naive_steady_img_per_s": round(n_naive / s_naive_loop, 1),
+        "speedup_steady": round((n_steady / s_steady) / (n_naive / s_naive_loop), 2) if s_steady else None,
         "gpu_util_mean_pct": gpu.mean if args.device == "cuda" else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch threads {args.threads}",
     }

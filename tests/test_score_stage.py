@@ -77,7 +77,8 @@ def test_score_stage_end_to_end(tiny_clip_dir: Path, tmp_path: Path, ray_runtime
     assert scores["image_stats"]["phash"].type == pa.uint64()
     assert scores["image_stats"]["phash"].null_count == 2
     assert scores["text_stats"]["caption_num_words"].to_pylist()[by_caption["truncated jpeg"]] == 2
-    assert set(scores["language"]["lang"].to_pylist()[:48]) <= {"en", "fr", "de", "it", "es", "nl"}
+    langs = scores["language"]["lang"].to_pylist()[:48]
+    assert langs.count("en") >= 40, langs  # short English captions; fastText may call a few otherwise
 
     emb = pool.read_parquet("embeddings/tiny/00000000.parquet")
     assert emb.schema.field("image_embedding").type == pa.list_(pa.float16(), 64)

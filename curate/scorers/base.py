@@ -64,7 +64,7 @@ class ScorerConfig(BaseModel):
     num_gpus: float | Literal["auto"] = Field(
         "auto", description="GPUs per actor; auto = 1 for model scorers when the cluster has GPUs, else 0"
     )
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per actor")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per actor")
     concurrency: int = Field(1, ge=1, description="actors in the pool (model scorers)")
 
     def model_post_init(self, _context: Any) -> None:

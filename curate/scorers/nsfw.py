@@ -39,7 +39,9 @@ class NsfwConfig(ScorerConfig):
     words: str | None = Field(None, description="word list file; default: curate/scorers/data/nsfw_words.txt")
     unsafe_prompts: list[str] = Field(default_factory=lambda: list(UNSAFE_PROMPTS))
     safe_prompts: list[str] = Field(default_factory=lambda: list(SAFE_PROMPTS))
-    num_cpus: float = 0.25
+    # A small MLP or one matmul over embeddings already computed: reserving a CPU for it would starve
+    # the decode tasks on small machines.
+    num_cpus: float = 0.0
     batch_size: int = 1024
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from curate.config import ScoreConfig
-from curate.errors import PoolError, StageFailed
+from curate.errors import ConfigError, PoolError, StageFailed
 from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
 from curate.runner import merge_stats
@@ -146,6 +146,7 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
     cpu = [s for s in scorers if not s.uses_model]
     models = [s for s in scorers if s.uses_model]
     gpus = _resolve_resources(scorers)
+    _check_cpu_budget(config, models, float(ray.cluster_resources().get("CPU", 0)))
     expected = {sid: _expected_samples(pool, sid) for sid in todo}
     pending = {sid: ShardResult(sid, expected[sid]) for sid in todo}
 
@@ -201,6 +202,16 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
     # Shards whose tar held fewer samples than their parquet lists: written, with the gap counted.
     for result in pending.values():
         finish(result)
+
+
+def _check_cpu_budget(config: ScoreConfig, models: list[Scorer], cluster_cpus: float) -> None:
+    """Actor pools hold their CPUs for the whole run; if decoding cannot get one too, Ray Data waits forever."""
+    reserved = sum(s.config.num_cpus * s.config.concurrency for s in models)
+    if reserved + config.decode_num_cpus > cluster_cpus:
+        raise ConfigError(
+            f"score: model scorers reserve {reserved:g} CPUs and a decode task needs {config.decode_num_cpus:g}, "
+            f"but the Ray cluster has {cluster_cpus:g}; lower num_cpus/concurrency of the scorers"
+        )
 
 
 def _expected_samples(pool: Pool, shard_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,4 +83,5 @@ def write_shard(pool: Pool, result: ShardResult, scorers: list[Scorer]) -> dict[
     joined_notes = rows[NOTES].tolist() if rows else []
     notes = Counter(note for joined in joined_notes for note in str(joined).split(",") if note)
     return {"samples": n, "expected_samples": result.expected, "counts": counts,
-            "notes": {str(k): int(v) for k, v in notes.items()}, "scorers": [s.name for s in scorers]}
+            "notes": {str(k): int(v) for k, v in notes.items()}, "scorers": [s.name for s in scorers],
+            "finished_at": f"{time.time():.3f}"}  # a string: reports sum numbers across shards
