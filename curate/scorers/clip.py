@@ -85,7 +85,8 @@ class ClipScorer(Scorer):
 
         from curate.models.loading import load_clip
 
-        device = "cuda" if torch.cuda.is_available() and self.config.num_gpus not in (0, "auto") else "cpu"
+        # Ray hides the GPUs an actor was not given (CUDA_VISIBLE_DEVICES), so "auto" can trust torch.
+        device = "cuda" if torch.cuda.is_available() and self.config.num_gpus != 0 else "cpu"
         precision = self.cfg.precision
         if precision == "auto":
             precision = "bf16" if device == "cuda" else "fp32"
