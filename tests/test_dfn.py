@@ -274,3 +274,33 @@ def test_shipped_dfn_yamls_validate() -> None:
     assert clip.type == "clip" and clip.name == "dfn"
     assert clip.model == str(Path(example.output_dir) / "model")
     assert pipeline.filter.spec == "filters/dfn_top15.yaml"
+
+
+@pytest.mark.fault("dfn", "undecodable images in the training set", "skipped in their batch, counted")
+def test_undecodable_images_are_counted_not_fatal(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = write_parquet(tmp_path / "hq.parquet", 20, seed=6)
+    table = pq.read_table(path)
+    images = table["jpg"].to_pylist()
+    for i in range(0, 20, 4):
+        images[i] = b"not an image"
+    pq.write_table(table.set_column(3, "jpg", pa.array(images, pa.binary())), path)
+    cfg = DFNTrainConfig.model_validate({
+        "data": {"kind": "parquet", "paths": [str(path)]}, "model": {"name": "curate-tiny", "from_scratch": True},
+        "train": {"steps": 1, "batch_size": 16, "loader_workers": 0, "cpu_threads": 1},
+        "output_dir": str(tmp_path / "out")})
+    summary = train_dfn(cfg)
+    assert summary["step"] == 1
+    assert summary["counts"]["undecodable_image"] >= 1  # 16 of 20 drawn, 5 bad: at least one in the batch
+    assert summary["counts"]["samples"] == 16 - summary["counts"]["undecodable_image"]
+
+
+@pytest.mark.fault("dfn", "training set smaller than one batch", "ConfigError with the counts")
+def test_too_few_pairs_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "hq.parquet", 8, seed=6)
+    cfg = DFNTrainConfig.model_validate({
+        "data": {"kind": "parquet", "paths": [str(path)]}, "model": {"name": "curate-tiny", "from_scratch": True},
+        "train": {"steps": 1, "batch_size": 16}, "output_dir": str(tmp_path / "out")})
+    with pytest.raises(ConfigError, match="8 usable pairs are fewer than one batch of 16"):
+        train_dfn(cfg)

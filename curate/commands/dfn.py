@@ -49,8 +49,8 @@ def train_dfn_command(
     summary = train_dfn(cfg, local=local, stop_at_step=stop_at_step)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("counts", {}).items()))
     final = summary.get("final_loss")
-    typer.echo(f"train-dfn: step {summary['step']}/{summary['target_steps']}, final loss "
-               f"{final:.4f}" if final is not None else f"train-dfn: step {summary['step']}/{summary['target_steps']}")
+    loss = f", final loss {final:.4f}" if final is not None else ""
+    typer.echo(f"train-dfn: step {summary['step']}/{summary['target_steps']}{loss}")
     typer.echo(f"  pairs: {counts}")
     if summary.get("model_dir"):
         typer.echo(f"  model: {summary['model_dir']} (load with load_clip(path) or a clip scorer's model:)")

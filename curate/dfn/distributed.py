@@ -30,8 +30,8 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         report=lambda metrics: ray.train.report(metrics),
     )
     summary = run_training(config, ctx, stop_at_step=loop_config.get("stop_at_step"))
-    ray.train.report({k: v for k, v in summary.items() if k not in ("losses", "counts")}
-                     | {"final": True, "summary": summary if ctx.is_chief else None})
+    # the full summary (loss curve, counts) reaches the driver through train_summary.json
+    ray.train.report({k: v for k, v in summary.items() if k not in ("losses", "counts")} | {"final": True})
 
 
 def run_ray_training(config: DFNTrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any]:
@@ -48,6 +48,8 @@ def run_ray_training(config: DFNTrainConfig, *, stop_at_step: int | None = None)
                             resources_per_worker={"CPU": config.scaling.cpus_per_worker,
                                                   **({"GPU": 1} if config.scaling.use_gpu else {})})
     output = Path(config.output_dir).resolve()
+    summary_file = output / "train_summary.json"
+    summary_file.unlink(missing_ok=True)  # the chief rewrites it when this run reaches the last step
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "stop_at_step": stop_at_step},
@@ -57,8 +59,9 @@ def run_ray_training(config: DFNTrainConfig, *, stop_at_step: int | None = None)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    metrics = result.metrics or {}
-    summary = metrics.get("summary")
-    if summary is None and (output / "train_summary.json").exists():
-        summary = json.loads((output / "train_summary.json").read_text())
-    return summary or dict(metrics)
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        summary["losses"] = summary.pop("loss_curve")
+        return summary
+    # stopped before the last step: Ray's last reported metrics say where
+    return {"finished": False, "target_steps": config.train.steps, **dict(result.metrics or {})}

@@ -38,14 +38,6 @@ class StepBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step)
 
-    def indices_for_step(self, step: int) -> list[int]:
-        per_epoch = steps_per_epoch(self.num_pairs, self.global_batch)
-        epoch, within = divmod(step, per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_pairs)
-        batch = perm[within * self.global_batch:(within + 1) * self.global_batch]
-        mine = batch[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
-        return mine.tolist()
-
     def __iter__(self) -> Iterator[list[int]]:
         cached_epoch, perm = -1, np.empty(0, dtype=np.int64)
         per_epoch = steps_per_epoch(self.num_pairs, self.global_batch)
