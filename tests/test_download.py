@@ -112,7 +112,7 @@ def test_statuses_exact_counts(tmp_path: Path) -> None:
         routes["/redirect-ok"] = redirect(server.url("/a.jpg"))
         paths = list(EXPECTED)
         pool = Pool(str(tmp_path / "pool"))
-        urls = [server.url(p) for p in paths] + ["ftp://127.0.0.1/a.jpg"]
+        urls = [server.url(p) for p in paths] + ["ftp://127.0.0.1/a.jpg", ""]
         uids = _write_candidates(pool, urls)
         started = time.monotonic()
         stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, len(urls))],
@@ -126,9 +126,10 @@ def test_statuses_exact_counts(tmp_path: Path) -> None:
     by_path = dict(zip([u.split(str(server.port), 1)[-1] for u in urls], table.column("status").to_pylist(),
                        strict=True))
     assert by_path.pop("ftp://127.0.0.1/a.jpg") == "blocked_address"
+    assert by_path.pop("") == "failed_to_download"
     assert by_path == EXPECTED
     expected_counts: dict[str, int] = {}
-    for status in [*EXPECTED.values(), "blocked_address"]:
+    for status in [*EXPECTED.values(), "blocked_address", "failed_to_download"]:
         expected_counts[status] = expected_counts.get(status, 0) + 1
     assert stats["counts"] == expected_counts
     assert stats["samples"] == len(urls) and stats["successes"] == 7

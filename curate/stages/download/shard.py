@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.config import DownloadConfig
@@ -77,6 +78,9 @@ class _Worker:
     def process(self, key: str, uid: str, url: str, caption: str, extra: dict[str, Any] | None) -> SampleRow:
         row = SampleRow(key=key, uid=uid, url=url, caption=caption, status="success",
                         extension=self.config.encode_format, extra=extra)
+        if not url.strip():
+            row.status, row.error_message = "failed_to_download", "empty url"
+            return row
         try:
             stored = self.images(self.fetch(url))
         except FetchFailure as exc:
@@ -100,8 +104,6 @@ def read_segments(pool: Pool, segments: list[Segment]) -> pa.Table:
     tables = []
     for seg in segments:
         with pool.open(seg.file) as fh:
-            import pyarrow.parquet as pq
-
             pf = pq.ParquetFile(fh)
             names = set(pf.schema_arrow.names)
             cols = [c for c in (*CANDIDATE_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
