@@ -156,8 +156,10 @@ def test_resume_with_different_settings_is_refused(hq_sets: dict[str, Path], tmp
 def test_ray_train_one_cpu_worker(ray_runtime: Any, hq_sets: dict[str, Path], tmp_path: Path) -> None:
     cfg = _config(hq_sets["small"], tmp_path / "ray", steps=2).model_copy(
         update={"scaling": ScalingSettings(backend="ray", num_workers=1, use_gpu=False)})
+    stopped = train_dfn(cfg, stop_at_step=1)
+    assert stopped["step"] == 1 and not stopped["finished"]
     summary = train_dfn(cfg)
-    assert summary["step"] == 2 and summary["world_size"] == 1
+    assert summary["step"] == 2 and summary["world_size"] == 1 and len(summary["losses"]) == 2
     from curate.models.loading import load_clip
 
     assert load_clip(str(tmp_path / "ray" / "model")).embed_dim == 64

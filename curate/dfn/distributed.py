@@ -63,5 +63,9 @@ def run_ray_training(config: DFNTrainConfig, *, stop_at_step: int | None = None)
         summary = json.loads(summary_file.read_text())
         summary["losses"] = summary.pop("loss_curve")
         return summary
-    # stopped before the last step: Ray's last reported metrics say where
-    return {"finished": False, "target_steps": config.train.steps, **dict(result.metrics or {})}
+    # stopped before the last step: the newest checkpoint says where
+    from curate.dfn.checkpoint import CheckpointStore
+
+    steps = CheckpointStore(output).steps()
+    return {"finished": False, "target_steps": config.train.steps, "step": steps[-1] if steps else 0,
+            "counts": {}, "world_size": config.scaling.num_workers}
