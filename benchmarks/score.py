@@ -108,7 +108,9 @@ def batched_pipeline(root: str, model: str, device: str, batch_size: int,
     seconds = time.time() - start
     # Steady state: from the first shard written to the last, i.e. without actor start-up and model loading.
     done = sorted((float(st["finished_at"]), int(st["samples"])) for st in Pool(root).done_shards("score").values())
-    steady = (sum(n for _, n in done[1:]), done[-1][0] - done[0][0]) if len(done) > 1 else (0, 0.0)
+    span = done[-1][0] - done[0][0] if len(done) > 1 else 0.0
+    # Meaningless when shards finish together (one model batch spans several shards): report none then.
+    steady = (sum(n for _, n in done[1:]), span) if len(done) > 2 and span > 1.0 else (0, 0.0)
     return int(report["totals"]["samples"]), seconds, steady
 
 
