@@ -17,7 +17,7 @@ from pathlib import Path
 
 from curate.config import load_pipeline
 from curate.demo.planted import planted_report, print_planted
-from curate.demo.web import Resource, build_demo_web
+from curate.demo.web import Resource, build_demo_web, write_training_set
 from curate.pipeline import run_pipeline
 from curate.pool import Pool
 from curate.progress import console
@@ -39,20 +39,21 @@ def train_demo_dfn(out: Path, steps: int) -> Path:
     """Train the demo's DFN on a generated clean set unless a trained model is already there."""
     from curate.dfn import train_dfn
     from curate.dfn.config import DFNTrainConfig
-    from curate.dfn.synthetic_set import write_webdataset
 
-    model_dir = out / "dfn" / "model"
+    # The name carries the training set's version, so a changed demo never reuses a stale DFN.
+    run_dir = out / "dfn-scenes-v1"
+    model_dir = run_dir / "model"
     if (model_dir / "open_clip_config.json").exists():
         console.print(f"[demo] reusing the trained DFN in {model_dir}")
         return model_dir
-    write_webdataset(out / "hq", 2048, seed=1000)
+    write_training_set(out / "hq", 2048, seed=1000)
     cfg = DFNTrainConfig.model_validate({
         "data": {"kind": "webdataset", "urls": [str(out / "hq")], "label_field": "class"},
         "model": {"name": "curate-tiny", "from_scratch": True},
         "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "warmup_steps": 10, "weight_decay": 0.1,
                   "loader_workers": 0, "cpu_threads": 2, "log_every": 50},
         "checkpoint": {"every_steps": 100, "keep_last": 1},
-        "output_dir": str(out / "dfn"),
+        "output_dir": str(run_dir),
     })
     console.print(f"[demo] training the demo DFN (curate-tiny, {steps} steps) on 2,048 clean pairs")
     train_dfn(cfg, local=True)

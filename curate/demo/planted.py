@@ -22,7 +22,7 @@ SIGNALS = {
     "dead_link": "download status is not success",
     "mismatched_caption": "DFN score below the subset's DFN cut-off",
     "exact_duplicate": "grouped with another sample by dedup/exact",
-    "near_duplicate": "grouped with another sample by dedup/perceptual or dedup/semantic",
+    "near_duplicate": "grouped with another sample by dedup/perceptual",
     "tiny_image": "shorter side < 200 px",
     "extreme_aspect": "aspect ratio > 3",
     "non_english": "fastText language is not en",
@@ -33,6 +33,21 @@ SIGNALS = {
 
 def _uids_of(pool: Pool, rel: str) -> set[str]:
     return set(pool.read_parquet(rel, columns=["uid"]).column("uid").to_pylist()) if pool.exists(rel) else set()
+
+
+DEDUP_OF_KIND = {"exact_duplicate": "exact", "near_duplicate": "perceptual"}
+
+
+def _still_duplicated(pool: Pool, method: str, uids: list[str], kept: set[str]) -> int:
+    """Planted copies whose duplicate group still has two or more members in `kept`."""
+    rel = f"dedup/{method}.parquet"
+    if not pool.exists(rel):
+        return 0
+    d = pool.read_parquet(rel, columns=["uid", "group"]).to_pandas()
+    d = d[d["uid"].isin(kept)]
+    survivors = d.groupby("group")["uid"].size()
+    group_of = dict(zip(d["uid"], d["group"], strict=True))
+    return sum(1 for u in uids if u in group_of and survivors[group_of[u]] > 1)
 
 
 def _joined(pool: Pool) -> pd.DataFrame:
@@ -75,10 +90,9 @@ def _flag(kind: str, rows: pd.DataFrame, dfn_cut: float | None) -> pd.Series:
             return pd.Series(False, index=rows.index)
         return col("clip_dfn_similarity_score").astype(float) < dfn_cut
     if kind == "exact_duplicate":
-        return col("grouped_exact", False).fillna(False).astype(bool)
+        return col("grouped_exact", False).astype("boolean").fillna(False).astype(bool)
     if kind == "near_duplicate":
-        return (col("grouped_perceptual", False).fillna(False).astype(bool)
-                | col("grouped_semantic", False).fillna(False).astype(bool))
+        return col("grouped_perceptual", False).astype("boolean").fillna(False).astype(bool)
     w, h = col("original_width").astype(float), col("original_height").astype(float)
     if kind == "tiny_image":
         return pd.concat([w, h], axis=1).min(axis=1) < 200
@@ -104,10 +118,15 @@ def planted_report(pool: Pool, web: DemoWeb, url_of: Callable[[str], str], *, su
         rows = frame.reindex(uids)
         downloaded = int((rows["status"] == "success").sum())
         flagged = int(_flag(kind, rows, dfn_cut).sum())
+        if kind in DEDUP_OF_KIND:  # a kept copy is fine when its original went: count what stays doubled
+            left_subset = _still_duplicated(pool, DEDUP_OF_KIND[kind], uids, in_subset)
+            left_final = _still_duplicated(pool, DEDUP_OF_KIND[kind], uids, in_final)
+        else:
+            left_subset = sum(u in in_subset for u in uids)
+            left_final = sum(u in in_final for u in uids)
         rows_out.append({
             "kind": kind, "signal": SIGNALS[kind], "planted": len(uids), "downloaded": downloaded,
-            "flagged_by_signal": flagged, "in_filtered_subset": sum(u in in_subset for u in uids),
-            "in_final_set": sum(u in in_final for u in uids),
+            "flagged_by_signal": flagged, "left_in_filtered_subset": left_subset, "left_in_final_set": left_final,
         })
     return {"dfn_cutoff": dfn_cut, "subset": subset, "final": final, "kinds": rows_out}
 
@@ -115,10 +134,13 @@ def planted_report(pool: Pool, web: DemoWeb, url_of: Callable[[str], str], *, su
 def print_planted(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="planted problems: caught by their signal, and what survived", title_justify="left")
-    for col in ("kind", "planted", "downloaded", "flagged", "in subset", "in final set", "signal"):
-        table.add_column(col, justify="left" if col in ("kind", "signal") else "right")
+    table = Table(title="planted problems: caught by their signal, and what is left", title_justify="left")
+    for col in ("kind", "planted", "fetched", "flagged", "subset", "final"):
+        table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
     for r in report["kinds"]:
         table.add_row(r["kind"], str(r["planted"]), str(r["downloaded"]), str(r["flagged_by_signal"]),
-                      str(r["in_filtered_subset"]), str(r["in_final_set"]), r["signal"])
+                      str(r["left_in_filtered_subset"]), str(r["left_in_final_set"]))
     console.print(table)
+    console.print("signals: " + "; ".join(f"{r['kind']}: {r['signal']}" for r in report["kinds"]), soft_wrap=True)
+    console.print("subset/final: how many are left in the filtered subset and the final balanced set; for "
+                  "duplicates, planted copies whose group still has two members there.")

@@ -7,12 +7,16 @@ report can show which stage caught how many of them.
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from curate.synthetic import COLORS, SHAPES, ShapeSample, caption_for, draw_shape, encode, mismatched_caption
+from curate.uid import make_uid
 
 # Captions in other languages, so the language scorer and datacomp_basic's English rule have work.
 _TRANSLATIONS = {
@@ -57,6 +61,40 @@ class DemoWeb:
         self.planted.setdefault(kind, []).append((path, caption))
 
 
+def draw_scene(color: str, shape: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A shape on a cluttered gradient background.
+
+    Plain-background shapes of one colour and kind are near-duplicates of each other to a
+    perceptual hash; web photos are not. A random gradient and grey clutter make every clean image
+    distinct, so the demo's dedup flags only the copies planted on purpose.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(angle) * x + np.sin(angle) * y + 1.5) / 3.0
+    lo, hi = rng.integers(40, 215, size=3), rng.integers(40, 215, size=3)
+    bg = lo[None, None, :] * (1 - t[..., None]) + hi[None, None, :] * t[..., None]
+    bg += rng.normal(0, 6, size=bg.shape)
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(2, 4))):  # large grey blocks move the low frequencies a hash sees
+        g = int(rng.integers(50, 210))
+        x0, y0 = (int(v) for v in rng.integers(0, size * 3 // 4, size=2))
+        w, h = (int(v) for v in rng.integers(size // 4, size // 2, size=2))
+        draw.rectangle([x0, y0, x0 + w, y0 + h], fill=(g, g, g))
+    for _ in range(int(rng.integers(4, 9))):  # grey clutter: lines and outlines, never the caption's colour
+        g = int(rng.integers(60, 200))
+        x0, y0, x1, y1 = (int(v) for v in rng.integers(0, size, size=4))
+        if rng.random() < 0.5:
+            draw.line([x0, y0, x1, y1], fill=(g, g, g), width=int(rng.integers(2, 6)))
+        else:
+            draw.ellipse([min(x0, x1), min(y0, y1), max(x0, x1) + 4, max(y0, y1) + 4], outline=(g, g, g), width=3)
+    fg = draw_shape(color, shape, size, rng, background="gray")
+    # Paste only the shape's own pixels: where the foreground differs strongly from its plain background.
+    mask = (np.abs(np.asarray(fg, np.int16) - 128).max(axis=2) > 40).astype(np.uint8) * 255
+    img.paste(fg, (0, 0), Image.fromarray(mask, "L"))
+    return img
+
+
 def _jpeg(img: Image.Image, quality: int = 90) -> bytes:
     return encode(img, "JPEG", quality)
 
@@ -70,7 +108,7 @@ def build_demo_web(n_clean: int = 1600, seed: int = 0, size: int = 256, links_pe
 
     def new_sample() -> ShapeSample:
         c, s = colors[int(rng.integers(len(colors)))], shapes[int(rng.integers(len(shapes)))]
-        return ShapeSample(c, s, caption_for(c, s, rng), draw_shape(c, s, size, rng))
+        return ShapeSample(c, s, caption_for(c, s, rng), draw_scene(c, s, size, rng))
 
     def add(path: str, body: bytes, caption: str, kind: str | None = None) -> None:
         web.resources[path] = Resource(body)
@@ -103,8 +141,7 @@ def build_demo_web(n_clean: int = 1600, seed: int = 0, size: int = 256, links_pe
         add(f"/img/tiny/{i:05d}.jpg", _jpeg(s.image.resize((48, 48))), s.caption, "tiny_image")
     for i in range(n // 2):  # banners: aspect ratio far above 3
         c, sh = colors[int(rng.integers(len(colors)))], shapes[int(rng.integers(len(shapes)))]
-        banner = draw_shape(c, sh, size, rng).resize((size * 3, size // 2))
-        banner = banner.resize((1200, 200))
+        banner = draw_scene(c, sh, size, rng).resize((1200, 200))
         add(f"/img/banner/{i:05d}.jpg", _jpeg(banner), caption_for(c, sh, rng), "extreme_aspect")
     langs = list(_TRANSLATIONS)
     for i in range(n):
@@ -128,15 +165,22 @@ def build_demo_web(n_clean: int = 1600, seed: int = 0, size: int = 256, links_pe
     return web
 
 
-def training_pairs(n: int, seed: int = 1000, size: int = 64) -> list[tuple[bytes, str]]:
-    """A separate clean, high-quality set for training the demo's DFN (never part of the pool)."""
+def write_training_set(out_dir: str | Path, n: int, seed: int = 1000, size: int = 128, per_shard: int = 1000) -> None:
+    """A separate clean, high-quality set for the demo's DFN, drawn like the pool's images (never part
+    of the pool): webdataset tars with jpg, txt and json (uid, caption, class) per sample."""
     rng = np.random.default_rng(seed)
     colors, shapes = list(COLORS), list(SHAPES)
-    out = []
-    for _ in range(n):
-        c, s = colors[int(rng.integers(len(colors)))], shapes[int(rng.integers(len(shapes)))]
-        img = draw_shape(c, s, size, rng)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=90)
-        out.append((buf.getvalue(), caption_for(c, s, rng)))
-    return out
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for shard, start in enumerate(range(0, n, per_shard)):
+        with tarfile.open(out / f"{shard:05d}.tar", "w") as tar:
+            for i in range(start, min(n, start + per_shard)):
+                c, s = colors[int(rng.integers(len(colors)))], shapes[int(rng.integers(len(shapes)))]
+                caption = caption_for(c, s, rng)
+                key = f"{i:08d}"
+                meta = {"uid": make_uid(f"hq://{seed}/{i}", caption), "caption": caption, "class": f"{c} {s}"}
+                for ext, data in (("jpg", _jpeg(draw_scene(c, s, size, rng))), ("txt", caption.encode()),
+                                  ("json", json.dumps(meta).encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
