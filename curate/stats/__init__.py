@@ -39,6 +39,8 @@ def build_stats(pool: Pool, config: StatsConfig, tables: PoolTables | None = Non
         "subsets": subsets,
         "balanced": balanced,
         "exports": exports,
+        # Written by the demo (curate.demo.planted): which planted problems each signal caught.
+        "planted": pool.read_json("reports/planted.json") if pool.exists("reports/planted.json") else None,
     }
 
 

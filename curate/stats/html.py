@@ -204,6 +204,16 @@ def _exports(exports: dict[str, Any]) -> str:
     return table(rows, ("export", "subset", "samples", "shards", "missing uids"))
 
 
+def _planted(planted: dict[str, Any]) -> str:
+    rows = [(r["kind"], r["planted"], r["downloaded"], r["flagged_by_signal"], r["left_in_filtered_subset"],
+             r["left_in_final_set"], r["signal"]) for r in planted["kinds"]]
+    note = ("<p>Problems planted in the demo pool, how many the signal meant for each flagged, and how many are "
+            "left in the filtered subset and the final set (for duplicates: copies whose group still has two "
+            "members there).</p>")
+    return note + table(rows, ("kind", "planted", "downloaded", "flagged", "left in subset", "left in final",
+                               "signal"))
+
+
 def render_html(stats: dict[str, Any], grids: list[dict[str, Any]]) -> str:
     cuts: dict[str, list[float]] = {}
     for g in grids:
@@ -237,6 +247,9 @@ def render_html(stats: dict[str, Any], grids: list[dict[str, Any]]) -> str:
         body = render[sid]() if present[sid] else f"<p class='absent'>Absent: {esc(absent_text[sid])}.</p>"
         parts.append(f"<section id='{sid}' data-title='{esc(title)}' data-present='{str(present[sid]).lower()}'>"
                      f"<h2>{esc(title)}</h2>{body}</section>")
+    if stats.get("planted"):  # only demo pools have one; other pools show no empty section for it
+        parts.insert(0, "<section id='planted' data-title='Planted problems' data-present='true'>"
+                        f"<h2>Planted problems</h2>{_planted(stats['planted'])}</section>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>curate pool statistics: {esc(stats['pool'])}</title><style>{CSS}</style></head><body>"
             f"<h1>Pool statistics</h1><p>{esc(stats['pool'])} — generated {esc(stats['generated'])}</p>"
