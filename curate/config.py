@@ -241,12 +241,17 @@ class StatsConfig(Section):
     seed: int = Field(0, description="seed of the row sample")
 
 
+class TrainDfnConfig(Section):
+    config: str = Field(..., description="path of a train-dfn YAML (docs/dfn.md); its output_dir/model is the DFN")
+
+
 class PipelineConfig(Section):
     name: str = "pipeline"
     pool: str = Field(..., description="pool directory or URL")
     ray_address: str | None = None
     ingest: IngestConfig | None = None
     download: DownloadConfig | None = None
+    train_dfn: TrainDfnConfig | None = None
     score: ScoreConfig | None = None
     dedup: DedupConfig | None = None
     filter: FilterConfig | None = None

@@ -22,9 +22,12 @@ from curate.errors import ConfigError, CurateError
 from curate.pool import Pool
 from curate.progress import console
 
-STAGES: tuple[str, ...] = ("ingest", "download", "score", "dedup", "filter", "balance", "export", "stats")
+STAGES: tuple[str, ...] = (
+    "ingest", "download", "train_dfn", "score", "dedup", "filter", "balance", "export", "stats",
+)
 STAGE_MODULES = {stage: f"curate.stages.{stage}" for stage in STAGES}
 STAGE_MODULES["stats"] = "curate.stats"
+STAGE_MODULES["train_dfn"] = "curate.dfn.stage"
 PIPELINE_FILE = "pipeline.yaml"
 
 

@@ -24,7 +24,7 @@ def run_command(
         typer.Option("--redo-changed", help="Redo stages whose config changed since they finished, and later ones."),
     ] = False,
 ) -> None:
-    """Run the pipeline's stages in order (ingest → download → score → dedup → filter → balance → export → stats).
+    """Run the pipeline's stages in order: ingest, download, train_dfn, score, dedup, filter, balance, export, stats.
 
     Each stage skips shards it already finished, so re-running after a crash completes only what is
     missing. The resolved config and per-stage hashes are written to POOL/pipeline.yaml; a stage
