@@ -199,6 +199,7 @@ def test_tail_fraction_sets_t(tmp_path, local_executor) -> None:
     assert th["tail_fraction"] == pytest.approx(t_to_p(th["t"], counts))
 
 
+@pytest.mark.fault("balance", "bad metadata, a missing subset or language table", "one-line error before any shard runs")  # noqa: E501 - one row of docs/reliability.md
 def test_clear_errors(tmp_path, local_executor) -> None:
     pool = build_pool(tmp_path / "pool", ["w0 w1"] * 10, 1)
     with pytest.raises(ConfigError, match="needs metadata"):

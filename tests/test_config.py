@@ -25,7 +25,7 @@ def test_valid_pipeline_loads(tmp_path):
         ("- a\n- b\n", "p.yaml:1: expected a mapping"),
     ],
 )
-@pytest.mark.fault("config", "malformed pipeline YAML (bad type, unknown key, missing key, out of range, broken YAML)", "one line naming file, line, key and what was expected, before any work")
+@pytest.mark.fault("config", "malformed pipeline YAML (bad type, unknown key, missing key, out of range, broken YAML)", "one line naming file, line, key and what was expected, before any work")  # noqa: E501 - one row of docs/reliability.md
 def test_bad_config_is_one_precise_line(tmp_path, text, expected):
     path = tmp_path / "p.yaml"
     path.write_text(text)

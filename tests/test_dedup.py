@@ -153,6 +153,7 @@ def test_rerun_skips_finished_methods_and_redoes_changed_ones(tmp_path) -> None:
     assert planted.pool.read_report("dedup")["methods"]["exact"]["keep"] == "highest_score"
 
 
+@pytest.mark.fault("dedup", "missing score or embedding tables", "a clear error naming the table")
 def test_missing_inputs_are_clear_errors(tmp_path) -> None:
     planted = build_pool(str(tmp_path / "pool"), n_originals=6, n_duplicated=2, n_shards=2)
     planted.pool.remove("embeddings/proj/00000001.parquet")
@@ -166,6 +167,7 @@ def test_missing_inputs_are_clear_errors(tmp_path) -> None:
         run(Pool(str(tmp_path / "empty")), config({"method": "exact"}), quiet=True)
 
 
+@pytest.mark.fault("dedup", "samples without a phash", "counted by reason, not silently dropped")
 def test_missing_phash_is_counted_not_dropped(tmp_path) -> None:
     import pyarrow as pa
 

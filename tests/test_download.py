@@ -106,6 +106,7 @@ def _write_candidates(pool: Pool, urls: list[str], files: int = 1) -> list[str]:
     return uids
 
 
+@pytest.mark.fault("download", "404, 500, slower than the timeout, body over the byte cap, truncated image, non-image content type, redirects (allowed and to a blocked address), X-Robots-Tag noai, decompression bomb, redirect loop", "each sample gets its status (exact counts asserted); the shard completes")  # noqa: E501 - one row of docs/reliability.md
 def test_statuses_exact_counts(tmp_path: Path) -> None:
     routes = _status_routes()
     with serve_routes(routes) as server:
@@ -161,6 +162,7 @@ def test_statuses_exact_counts(tmp_path: Path) -> None:
     assert written["status_dict"] == expected_counts and written["successes"] == 7
 
 
+@pytest.mark.fault("download", "transient failures (reset, 5xx, 429)", "retried up to `retries` times")
 def test_retries_transient_failures(tmp_path: Path) -> None:
     attempts = {"n": 0}
 
@@ -201,6 +203,7 @@ def test_per_host_concurrency_and_rate(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 0.45  # 11 requests at 20/s: 10 intervals of 50 ms
 
 
+@pytest.mark.fault("download", "a shard that would outlast its deadline", "the shard ends at the deadline; unfinished samples get status timeout")  # noqa: E501 - one row of docs/reliability.md
 def test_shard_timeout_marks_remaining_samples(tmp_path: Path) -> None:
     routes = {"/fast.jpg": Route(JPEG, content_type="image/jpeg"),
               "/stuck.jpg": Route(JPEG, content_type="image/jpeg", delay=4.0)}
@@ -233,6 +236,7 @@ def test_plan_spans_files_in_order() -> None:
     assert plan["00000002"] == [Segment("candidates/b.parquet", 1, 4)]
 
 
+@pytest.mark.fault("download", "a shard dies after writing a truncated tar", "no marker, so the rerun refetches only that shard; outputs equal a clean run")  # noqa: E501 - one row of docs/reliability.md
 def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard killed while writing leaves no marker; the rerun redoes only it and equals a clean run."""
     monkeypatch.setenv("CURATE_EXECUTOR", "local")

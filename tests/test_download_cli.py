@@ -67,6 +67,7 @@ def test_cli_rejects_bad_allow_address(tmp_path: Path) -> None:
     assert "localhost" in str(result.exception)
 
 
+@pytest.mark.fault("download", "a pool with no candidates", "one-line PoolError, exit 2")
 def test_cli_without_candidates_is_a_pool_error(tmp_path: Path) -> None:
     from curate.errors import PoolError
 

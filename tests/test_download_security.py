@@ -93,6 +93,7 @@ def _settings(allow: list[str] | None = None) -> FetchSettings:
                          allow=parse_allow_list(allow or []))
 
 
+@pytest.mark.fault("download", "hostile URLs: loopback/private/link-local/multicast/reserved addresses in decimal, octal, hex, short, IPv6, IPv4-mapped, userinfo and percent-encoded spellings; non-http schemes", "status blocked_address; no DNS lookup or connection attempted")  # noqa: E501 - one row of docs/reliability.md
 @pytest.mark.parametrize("url", BLOCKED_URLS)
 def test_blocked_spellings_refused_without_connection(url: str, no_network: list[tuple]) -> None:
     with pytest.raises(FetchFailure) as info:
@@ -121,6 +122,7 @@ def _fake_dns(answers: dict[str, list[str]]) -> DnsCache:
     return dns
 
 
+@pytest.mark.fault("download", "a host name resolving to a private (or mixed public/private) address", "status blocked_address; never connected")  # noqa: E501 - one row of docs/reliability.md
 def test_name_resolving_to_private_or_mixed_is_blocked(no_network: list[tuple]) -> None:
     dns = _fake_dns({"rebind.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "127.0.0.1"]})
     for url in ("http://rebind.example/a.jpg", "http://mixed.example/a.jpg"):

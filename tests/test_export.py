@@ -130,6 +130,7 @@ def test_shuffle_buffer_is_seeded_and_keeps_every_sample(image_pool: ImagePool, 
     assert s1 != plain and s1 != s2
 
 
+@pytest.mark.fault("export", "an export killed part-way", "the rerun rewrites only the missing shard; tars byte-identical to a clean run")  # noqa: E501 - one row of docs/reliability.md
 def test_resume_after_crash_rewrites_only_missing_shard(image_pool: ImagePool, local_executor) -> None:
     pool = image_pool.pool
     cfg = ExportConfig(subset="clip_b32_top", samples_per_shard=4, with_images_parquet=True)
@@ -160,6 +161,7 @@ def test_different_subset_into_existing_export_needs_rerun(image_pool: ImagePool
     assert report["subset"].endswith("subsets/clip_b32_top/uids.parquet")
 
 
+@pytest.mark.fault("export", "a missing or malformed subset (uids.npy/parquet)", "a clear error naming it")
 def test_bad_subsets_are_clear_errors(image_pool: ImagePool, tmp_path) -> None:
     pool = image_pool.pool
     with pytest.raises(ConfigError, match=r"not found.*subsets/clip_b32_top.*balanced/bal"):

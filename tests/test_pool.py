@@ -49,7 +49,7 @@ def test_failed_atomic_write_leaves_nothing_visible(tmp_path):
     assert pool.listdir("shards") == []
 
 
-@pytest.mark.fault("pool", "a killed worker leaves a temporary file", "readers never list it; cleanup_temporaries removes it")
+@pytest.mark.fault("pool", "a killed worker leaves a temporary file", "readers never list it; cleanup_temporaries removes it")  # noqa: E501 - one row of docs/reliability.md
 def test_temporaries_are_invisible_and_cleaned(tmp_path):
     pool = Pool(str(tmp_path / "pool"))
     pool.write_bytes("shards/00000000.tar", b"done")

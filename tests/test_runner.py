@@ -45,7 +45,7 @@ def test_run_stage_runs_skips_done_and_reports(tmp_path, ray_runtime):
     assert again.ran == [] and sorted(again.skipped) == sorted(shards)
 
 
-@pytest.mark.fault("runner", "a shard raises on every attempt", "named with its error in the summary and report, no marker written, exit non-zero; the next run redoes only that shard")
+@pytest.mark.fault("runner", "a shard raises on every attempt", "named with its error in the summary and report, no marker written, exit non-zero; the next run redoes only that shard")  # noqa: E501 - one row of docs/reliability.md
 def test_failed_shard_is_named_and_others_complete(tmp_path, ray_runtime):
     pool = Pool(str(tmp_path / "pool"))
     shards = {f"{i:08d}": i for i in range(1, 4)}
@@ -59,7 +59,7 @@ def test_failed_shard_is_named_and_others_complete(tmp_path, ray_runtime):
     assert fixed.ran == ["00000002"] and fixed.ok
 
 
-@pytest.mark.fault("runner", "a shard task raises once, or its worker process is SIGKILLed", "Ray retries the shard; the stage completes")
+@pytest.mark.fault("runner", "a shard task raises once, or its worker process is SIGKILLed", "Ray retries the shard; the stage completes")  # noqa: E501 - one row of docs/reliability.md
 @pytest.mark.parametrize("kill", [False, True])
 def test_retries_recover_from_exceptions_and_killed_workers(tmp_path, ray_runtime, kill):
     pool = Pool(str(tmp_path / "pool"))

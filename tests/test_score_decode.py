@@ -46,6 +46,7 @@ def test_large_jpeg_uses_draft_mode_and_keeps_colour() -> None:
     assert (out.width, out.height) == (1600, 1200)  # the real size, not the draft's
 
 
+@pytest.mark.fault("score", "a truncated JPEG", "scored from what decodes, or given a counted reason")
 def test_truncated_jpeg_gets_a_reason() -> None:
     data = encode(draw_shape("blue", "square", 256))
     out = d.decode_image(data[: len(data) // 2], VIEWS, CAP)
@@ -57,6 +58,7 @@ def test_garbage_bytes_get_a_reason() -> None:
     assert d.decode_image(b"", VIEWS, CAP).reason == d.UNDECODABLE
 
 
+@pytest.mark.fault("score", "a CMYK image", "converted to RGB and scored; noted in the counts")
 def test_cmyk_is_converted_and_noted() -> None:
     cmyk = draw_shape("green", "cross", 96).convert("CMYK")
     out = d.decode_image(encode(cmyk), VIEWS, CAP)
@@ -93,6 +95,7 @@ def test_rgba_is_flattened() -> None:
     assert out.ok and d.NOTE_ALPHA in out.notes
 
 
+@pytest.mark.fault("score", "an animated GIF", "its first frame is scored")
 def test_animated_gif_scores_its_first_frame() -> None:
     frames = [Image.new("RGB", (30, 30), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     buf = io.BytesIO()
@@ -117,6 +120,7 @@ def test_image_above_the_pixel_cap_is_refused(cap: int) -> None:
     assert (out.width, out.height) == (100, 100)
 
 
+@pytest.mark.fault("score", "a decompression bomb", "refused from its header, never decoded")
 def test_decompression_bomb_is_refused_without_decoding() -> None:
     # A PNG header claiming 30000x30000 pixels: refused from the header alone.
     big = Image.new("1", (30000, 30000))

@@ -125,6 +125,7 @@ def test_tiny_clip_auc_through_the_scorer_on_real_shards(tiny_clip_dir: Path, tm
     assert matched_vs_shuffled_auc(score[is_matched], score[~is_matched]) >= 0.9
 
 
+@pytest.mark.fault("score", "a model that is not available offline", "one clear error naming what to download and where, before any shard is read")  # noqa: E501 - one row of docs/reliability.md
 def test_missing_model_fails_before_reading_shards(tmp_path: Path) -> None:
     pool = Pool(str(tmp_path / "pool"))
     write_synthetic_shards(pool.url, n_shards=1, per_shard=2)
@@ -153,6 +154,7 @@ def test_config_errors() -> None:
         ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "x", "modle": "y"}]})
 
 
+@pytest.mark.fault("score", "an unreadable download shard", "that shard is named as failed; the others finish")
 @pytest.mark.ray
 def test_unreadable_shard_is_named_and_others_finish(tmp_path: Path, ray_runtime: object) -> None:
     pool = Pool(str(tmp_path / "pool"))

@@ -53,6 +53,7 @@ def _write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
          ":3: conditions[0].eq: expected a number or a string (got [1])"),
     ],
 )
+@pytest.mark.fault("filter", "malformed filter specs (unknown operator, wrong types, missing keys, bad fractions, …)", "one message naming file, line, key and what was expected")  # noqa: E501 - one row of docs/reliability.md
 def test_malformed_spec_message(tmp_path: Path, body: str, expected: str) -> None:
     path = _write(tmp_path, body)
     with pytest.raises(ConfigError) as err:
@@ -74,6 +75,7 @@ def test_include_resolves_relative_and_reports_errors_in_the_included_file(tmp_p
     assert f"(included from {outer}:3)" in str(err.value)
 
 
+@pytest.mark.fault("filter", "an include cycle or a missing included spec", "an error showing the chain / the missing file")  # noqa: E501 - one row of docs/reliability.md
 def test_include_cycle_and_missing_file(tmp_path: Path) -> None:
     _write(tmp_path, "name: a\nconditions:\n  - include: b.yaml\n", "a.yaml")
     _write(tmp_path, "name: b\nconditions:\n  - all:\n    - include: a.yaml\n", "b.yaml")
