@@ -14,6 +14,12 @@ scorer (decode once on CPU tasks, draft-mode JPEG decoding, actor pool, batches)
     python benchmarks/score.py --device cuda --model ViT-L-14 --size 50000 --batch-size 512 --decode-tasks 14
 
 Weights are random ("random" pretrained): speed does not depend on them.
+
+End to end means what a user waits for: each side runs in a fresh Python process, timed from
+process start to its last score (imports of torch/open_clip, Ray start, model load included).
+Steady state is the rate once started: the naive loop after its model loaded; the pipeline over
+the second half of its shards by completion time (the first half absorbs start-up and the decode
+backlog that builds up while the actor loads its model).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -89,13 +96,11 @@ def naive_loop(root: str, shard_ids: list[str], model: str, device: str,
 
 
 def batched_pipeline(root: str, model: str, device: str, batch_size: int,
-                     decode_tasks: int) -> tuple[int, float, tuple[int, float]]:
+                     decode_tasks: int) -> dict[str, object]:
     from curate.config import ScoreConfig
     from curate.pool import Pool
-    from curate.runtime import ensure_ray
     from curate.stages.score import run
 
-    ensure_ray()  # Ray start-up is not the pipeline's throughput; model loading and decoding are
     gpu = 1 if device == "cuda" else 0
     cfg = ScoreConfig.model_validate({
         "scorers": [{"type": "clip", "name": "bench", "model": model, "pretrained": "random",
@@ -104,14 +109,47 @@ def batched_pipeline(root: str, model: str, device: str, batch_size: int,
         "decode_num_cpus": 1,
     })
     start = time.time()
-    report = run(Pool(root), cfg, quiet=True)
+    report = run(Pool(root), cfg, quiet=True, rerun=True)
     seconds = time.time() - start
-    # Steady state: from the first shard written to the last, i.e. without actor start-up and model loading.
     done = sorted((float(st["finished_at"]), int(st["samples"])) for st in Pool(root).done_shards("score").values())
-    span = done[-1][0] - done[0][0] if len(done) > 1 else 0.0
+    half = len(done) // 2
+    span = done[-1][0] - done[half][0] if len(done) >= 4 else 0.0
     # Meaningless when shards finish together (one model batch spans several shards): report none then.
-    steady = (sum(n for _, n in done[1:]), span) if len(done) > 2 and span > 1.0 else (0, 0.0)
-    return int(report["totals"]["samples"]), seconds, steady
+    steady = sum(n for _, n in done[half + 1:]) / span if span > 1.0 else None
+    return {"images": int(report["totals"]["samples"]), "run_seconds": seconds, "steady_img_per_s": steady,
+            "phase_seconds": report.get("phase_seconds", {})}
+
+
+def run_side(args: argparse.Namespace, side: str, root: str, shard_ids: list[str]) -> dict[str, object]:
+    """One side in a fresh process; wall time from process start to exit (a user's end to end)."""
+    cmd = [sys.executable, __file__, "--side", side, "--root", root, "--model", args.model, "--device", args.device,
+           "--batch-size", str(args.batch_size), "--decode-tasks", str(args.decode_tasks),
+           "--threads", str(args.threads), "--naive-limit", str(args.naive_limit or args.size),
+           "--shard-ids", ",".join(shard_ids)]
+    load = os.getloadavg()[0]
+    start = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.time() - start
+    if out.returncode:
+        raise SystemExit(f"{side} side failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "wall_seconds": wall, "load_before": load, "load_after": os.getloadavg()[0]}
+
+
+def side_main(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.side == "naive":
+        n, seconds, after_load = naive_loop(args.root, args.shard_ids.split(","), args.model, args.device,
+                                            args.naive_limit)
+        result: dict[str, object] = {"images": n, "run_seconds": seconds, "steady_img_per_s": n / after_load}
+    else:
+        result = batched_pipeline(args.root, args.model, args.device, args.batch_size, args.decode_tasks)
+    print(json.dumps(result))
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class GpuSampler:
@@ -158,31 +196,41 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the naive loop; the pipeline's actor gets the same (num_cpus=1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--side", choices=["naive", "batched"], help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--shard-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     os.environ.setdefault("CURATE_RAY_NUM_CPUS", str(1 + args.decode_tasks))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.side:
+        side_main(args)
+        return
     root = tempfile.mkdtemp(prefix="curate-score-bench-")
     t = time.time()
     shard_ids = write_shards(root, args.size, args.per_shard, args.image_px)
     print(f"wrote {args.size} images in {len(shard_ids)} shards ({time.time() - t:.1f}s)", flush=True)
 
     with GpuSampler() as gpu:
-        n_batched, s_batched, (n_steady, s_steady) = batched_pipeline(
-            root, args.model, args.device, args.batch_size, args.decode_tasks)
-    n_naive, s_naive, s_naive_loop = naive_loop(root, shard_ids, args.model, args.device, args.naive_limit or args.size)
+        batched = run_side(args, "batched", root, shard_ids)
+    print(f"batched: {json.dumps(batched)}", flush=True)
+    naive = run_side(args, "naive", root, shard_ids)
+    print(f"naive: {json.dumps(naive)}", flush=True)
+    e2e_b = batched["images"] / batched["wall_seconds"]
+    e2e_n = naive["images"] / naive["wall_seconds"]
+    steady_b, steady_n = batched["steady_img_per_s"], naive["steady_img_per_s"]
     result = {
-        "model": args.model, "device": args.device, "images": args.size, "image_px": args.image_px,
-        "batched_images": n_batched, "batched_seconds": round(s_batched, 2),
-        "batched_img_per_s": round(n_batched / s_batched, 1),
-        "naive_images": n_naive, "naive_seconds": round(s_naive, 2), "naive_img_per_s": round(n_naive / s_naive, 1),
-        "speedup_end_to_end": round((n_batched / s_batched) / (n_naive / s_naive), 2),
-        "batched_steady_img_per_s": round(n_steady / s_steady, 1) if s_steady else None,
-        "naive_steady_img_per_s": round(n_naive / s_naive_loop, 1),
-        "speedup_steady": round((n_steady / s_steady) / (n_naive / s_naive_loop), 2) if s_steady else None,
+        "model": args.model, "device": args.device, "images": args.size, "per_shard": args.per_shard,
+        "image_px": args.image_px,
+        "batched_images": batched["images"], "batched_wall_seconds": round(batched["wall_seconds"], 2),
+        "batched_img_per_s": round(e2e_b, 1), "batched_phase_seconds": batched["phase_seconds"],
+        "naive_images": naive["images"], "naive_wall_seconds": round(naive["wall_seconds"], 2),
+        "naive_img_per_s": round(e2e_n, 1),
+        "speedup_end_to_end": round(e2e_b / e2e_n, 2),
+        "batched_steady_img_per_s": round(steady_b, 1) if steady_b else None,
+        "naive_steady_img_per_s": round(steady_n, 1),
+        "speedup_steady": round(steady_b / steady_n, 2) if steady_b else None,
+        "load_average": [round(batched["load_before"], 1), round(naive["load_after"], 1)],
         "gpu_util_mean_pct": gpu.mean if args.device == "cuda" else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch threads {args.threads}",
     }

@@ -8,8 +8,13 @@ written to embeddings/<name>/ when asked, and always handed to later scorers (ns
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -37,6 +42,50 @@ class ClipConfig(ScorerConfig):
     batch_size: int = 256
 
 
+@dataclass(frozen=True)
+class ArchInfo:
+    """The input a model needs (same fields as curate.models.loading.ModelInfo)."""
+
+    image_size: int
+    embed_dim: int
+    resize_mode: str
+
+
+def _info_from_config(cfg: dict[str, Any], pre: dict[str, Any]) -> ArchInfo:
+    size = cfg["vision_cfg"].get("image_size", 224)
+    size = int(size[0] if isinstance(size, list | tuple) else size)
+    return ArchInfo(size, int(cfg["embed_dim"]), str(pre.get("resize_mode", "shortest")))
+
+
+def quick_describe(model: str, pretrained: str | None) -> ArchInfo | None:
+    """Describe a model from its JSON config without importing torch/open_clip, or None when that needs them.
+
+    Importing open_clip takes 5-15 s on a small CPU machine; the driver needs only the input size to
+    plan decoding, so reading the config lets Ray start the actors (which import it anyway) sooner.
+    Covers an architecture with random weights or a weights file, and a local model directory;
+    pretrained tags and hf-hub models go through curate.models.loading.describe_model.
+    """
+    try:
+        local = Path(os.path.expanduser(model))
+        if not model.startswith("hf-hub:") and local.is_dir():
+            full = json.loads((local / "open_clip_config.json").read_text())
+            return _info_from_config(full["model_cfg"], full.get("preprocess_cfg", {}))
+        if pretrained != "random" and not (pretrained and os.path.isfile(pretrained)):
+            return None
+        spec = find_spec("open_clip")
+        roots = [Path(__file__).parents[1] / "models" / "configs"]
+        if spec and spec.submodule_search_locations:
+            roots += [Path(p) / "model_configs" for p in spec.submodule_search_locations]
+        name = model.replace("/", "-")
+        for root in roots:
+            path = root / f"{name}.json"
+            if path.is_file():
+                return _info_from_config(json.loads(path.read_text()), {})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # the full description reports what is wrong
+    return None
+
+
 def score_column(name: str) -> str:
     return f"clip_{name}_similarity_score"
 
@@ -55,6 +104,9 @@ class ClipScorer(Scorer):
     def info(self):  # type: ignore[no-untyped-def]
         from curate.models.loading import describe_model
 
+        quick = quick_describe(self.cfg.model, self.cfg.pretrained)
+        if quick is not None:
+            return quick
         return describe_model(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
 
     def columns(self) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy.fft import dctn
 
 from curate.scorers.base import (
     HEIGHT,
@@ -36,6 +35,8 @@ def phash_batch(gray: np.ndarray) -> np.ndarray:
     """uint64 pHash of each (32, 32) greyscale image in an (N, 32, 32) array."""
     if gray.shape[0] == 0:
         return np.zeros(0, np.uint64)
+    from scipy.fft import dctn  # here, not at import: every Ray worker loads the scorer registry
+
     freq = dctn(gray.astype(np.float32), type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(gray), 64)
     bits = freq > np.median(freq, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8").reshape(-1).astype(np.uint64)

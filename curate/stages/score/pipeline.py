@@ -11,6 +11,7 @@ Decoding streams into inference, so CPU decode overlaps GPU work; each model loa
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -21,25 +22,13 @@ from curate.errors import ConfigError, PoolError, StageFailed
 from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
 from curate.runner import merge_stats
-from curate.scorers.base import SHARD, Batch, ImageView, Scorer, ScorerConfig, build_scorers
+from curate.scorers.base import SHARD, Batch, ImageView, Scorer, build_scorers
 from curate.shards import list_shards, read_shard_table
+from curate.stages.score.actor import ScorerActor
 from curate.stages.score.read import SHARD_ERROR, read_and_decode
 from curate.stages.score.write import ShardResult, write_shard
 
 STAGE = "score"
-
-
-class ScorerActor:
-    """Ray Data callable class: builds one model scorer and loads its model once per actor."""
-
-    def __init__(self, config: ScorerConfig, all_configs: list[ScorerConfig]) -> None:
-        peers = build_scorers(all_configs)
-        self.scorer = next(s for s in peers if s.config == config)
-        self.scorer.setup()
-
-    def __call__(self, batch: Batch) -> Batch:
-        batch.update(self.scorer(batch))
-        return batch
 
 
 def order_scorers(scorers: list[Scorer]) -> list[Scorer]:
@@ -100,18 +89,27 @@ def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, reru
         pool.clear_stage(STAGE)
     scorers = order_scorers(build_scorers(list(config.scorers)))
     names = [s.name for s in scorers]
-    for s in scorers:
-        s.preflight()  # a missing model fails here, once, before any shard is read
     todo = shards_to_score(pool, shards, names)
     progress = ShardProgress(STAGE, len(shards), skipped=len(shards) - len(todo))
     progress.enabled = not quiet
     started = time.time()
+    phases: dict[str, float] = {}
     failed: dict[str, str] = {}
+    # A missing model fails with one error before any output is written. Checking imports
+    # torch/open_clip (seconds), so it runs on a thread while Ray starts and the actors load their
+    # models (which import the same libraries in their own processes, on the other cores).
+    preflight = _Preflight(scorers)
     if todo:
+        preflight.start()
+        ray_started = time.time()
         ensure_ray(ray_address)
-        _execute(pool, config, scorers, todo, progress, failed)
-    elif not quiet:
-        console.print(f"[{STAGE}] all {len(shards)} shards already done; nothing to run")
+        phases["ray_start_s"] = time.time() - ray_started
+        _execute(pool, config, scorers, todo, progress, failed, phases, preflight)
+        phases["preflight_s"] = preflight.seconds
+    else:
+        preflight.wait()
+        if not quiet:
+            console.print(f"[{STAGE}] all {len(shards)} shards already done; nothing to run")
 
     done = {sid: st for sid, st in pool.done_shards(STAGE).items() if sid in set(shards)}
     totals = merge_stats(list(done.values()))
@@ -119,7 +117,7 @@ def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, reru
         "stage": STAGE, "scorers": names, "shards_total": len(shards), "shards_done": len(done),
         "shards_failed": failed, "shards_run_now": len(todo) - len(failed),
         "shards_skipped_as_done": len(shards) - len(todo), "wall_seconds_this_run": round(time.time() - started, 3),
-        "totals": totals,
+        "phase_seconds": {k: round(v, 3) for k, v in phases.items()}, "totals": totals,
     }
     pool.write_report(STAGE, report)
     if not quiet:
@@ -134,8 +132,41 @@ def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, reru
     return report
 
 
+class _Preflight:
+    """Every scorer's preflight (and model description, which `views()` needs), optionally on a thread."""
+
+    def __init__(self, scorers: list[Scorer]) -> None:
+        self.scorers = scorers
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread: threading.Thread | None = None
+
+    def _check(self) -> None:
+        started = time.time()
+        try:
+            for s in self.scorers:
+                s.preflight()
+                s.views()
+        except BaseException as exc:  # re-raised on the caller's thread by wait()
+            self.error = exc
+        self.seconds = time.time() - started
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._check, name="score-preflight", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Finish the checks (inline if never started) and raise the first error."""
+        if self._thread is None:
+            self._check()
+        else:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[str], progress: ShardProgress,
-             failed: dict[str, str]) -> None:
+             failed: dict[str, str], phases: dict[str, float], preflight: _Preflight) -> None:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -177,10 +208,15 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
         pool.mark_done(STAGE, result.shard, stats)
         progress.update(int(stats["samples"]))
 
-    for sid in [s for s in todo if expected[s] == 0]:
-        finish(pending.pop(sid))
+    streaming = time.time()
+    first_batch: float | None = None
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if first_batch is None:
+                # Start-up: Ray Data planning, worker and actor start, model load, first decoded block.
+                first_batch = time.time()
+                phases["until_first_result_s"] = first_batch - streaming
+                preflight.wait()  # nothing is written unless every model checked out
             for sid, part in _split_by_shard(batch):
                 result = pending.get(sid)
                 if result is None:
@@ -195,13 +231,18 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
                 if result.received >= result.expected:
                     finish(pending.pop(sid))
     except Exception as exc:
+        preflight.wait()  # a missing model is reported as such, not as an actor crash
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         for sid in list(pending):
             failed[sid] = message
             pending.pop(sid)
-    # Shards whose tar held fewer samples than their parquet lists: written, with the gap counted.
+    preflight.wait()
+    # Empty shards, and shards whose tar held fewer samples than their parquet lists: written, with
+    # the gap counted.
     for result in pending.values():
         finish(result)
+    if first_batch is not None:
+        phases["streaming_s"] = time.time() - first_batch
 
 
 def _check_cpu_budget(config: ScoreConfig, models: list[Scorer], cluster_cpus: float) -> None:
