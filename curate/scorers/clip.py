@@ -86,6 +86,18 @@ def quick_describe(model: str, pretrained: str | None) -> ArchInfo | None:
     return None
 
 
+def _found_without_open_clip(model: str, pretrained: str | None) -> bool:
+    """True when the model is certainly there: an architecture config on disk with random weights or an
+    existing weights file, or a local model directory with its config and weights. Anything else
+    (pretrained tags, hf-hub) is checked by curate.models.loading.check_available."""
+    if quick_describe(model, pretrained) is None:
+        return False
+    local = Path(os.path.expanduser(model))
+    if not model.startswith("hf-hub:") and local.is_dir():
+        return any((local / name).is_file() for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
+    return True
+
+
 def score_column(name: str) -> str:
     return f"clip_{name}_similarity_score"
 
@@ -129,6 +141,9 @@ class ClipScorer(Scorer):
 
     def preflight(self) -> None:
         from curate.models.loading import check_available
+
+        if _found_without_open_clip(self.cfg.model, self.cfg.pretrained):
+            return
 
         check_available(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
 
