@@ -36,7 +36,9 @@ CANDIDATE_SCHEMA = pa.schema(
 # control or invisible character (non-ASCII rows are checked too, for NBSP and friends).
 _NEEDS_SPACING = r"^ | $|  |[^ -~]"
 _INVISIBLE = r"[\p{Cc}\x{200b}\x{feff}]"
-_HEX_PAIRS = np.array([[ord(c) for c in f"{i:02x}"] for i in range(256)], dtype=np.uint8)
+# (entity, text) pairs that html.unescape maps one to one; '&amp;' must stay last.
+_SIMPLE_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"),
+                    ("&nbsp;", "\xa0"), ("&amp;", "&"))
 _ENTITY = r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);?"
 
 
@@ -178,14 +180,31 @@ def _patch(arr: pa.Array, idx: np.ndarray, values: pa.Array) -> pa.Array:
     return pc.replace_with_mask(arr, pa.array(mask), values.cast(arr.type))
 
 
+def _unescape(arr: pa.Array) -> pa.Array:
+    """html.unescape of every row. Rows whose every '&' starts one of the common entities are
+    rewritten column-wise; the rest (numeric, rare or semicolon-less references) go through
+    html.unescape. '&amp;' is replaced last, so '&amp;lt;' stays '&lt;' as html.unescape leaves it."""
+    ampersands = pc.count_substring(arr, "&")
+    known = pc.count_substring(arr, _SIMPLE_ENTITIES[0][0])
+    for entity, _ in _SIMPLE_ENTITIES[1:]:
+        known = pc.add(known, pc.count_substring(arr, entity))
+    slow = _where(pc.not_equal(ampersands, known))
+    out = arr
+    for entity, char in _SIMPLE_ENTITIES:
+        out = pc.replace_substring(out, entity, char)
+    if len(slow):
+        rows = [html.unescape(v) for v in arr.take(pa.array(slow)).to_pylist()]
+        out = _patch(out, slow, pa.array(rows, pa.string()))
+    return out
+
+
 def normalise_text(arr: pa.Array) -> pa.Array:
     """Unescape HTML entities and collapse whitespace (incl. NBSP, zero-width) to one space.
 
     The expensive rewrites run only on the rows a cheap scan flags; most captions are clean."""
     idx = _where(pc.match_substring(arr, "&"))
     if len(idx):
-        unescaped = [html.unescape(v) for v in arr.take(pa.array(idx)).to_pylist()]
-        arr = _patch(arr, idx, pa.array(unescaped, pa.string()))
+        arr = _patch(arr, idx, _unescape(arr.take(pa.array(idx))))
     idx = _where(pc.match_substring_regex(arr, _NEEDS_SPACING))
     if len(idx):
         subset = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr.take(pa.array(idx)), _INVISIBLE, " "))
@@ -369,8 +388,7 @@ def uids_of(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -
     """curate.uid.make_uid for every row: blake2b-128 of url, NUL, text (one C-level join
     per column, then one hash call per row)."""
     joined = pc.binary_join_element_wise(pc.cast(url, pa.binary()), pc.cast(text, pa.binary()), b"\x00")
-    digests = np.frombuffer(b"".join([blake2b(b, digest_size=16).digest() for b in joined.to_pylist()]), np.uint8)
-    hexed = _HEX_PAIRS[digests].tobytes()  # two hex characters per byte, vectorised
+    hexed = b"".join([blake2b(b, digest_size=16).digest() for b in joined.to_pylist()]).hex().encode("ascii")
     offsets = np.arange(0, len(hexed) + 1, 32, dtype=np.int32)
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(hexed))
 
