@@ -94,19 +94,25 @@ def _page_langs(response: pa.StructArray, html: pa.StructArray) -> pa.Array:
     return pc.coalesce(meta_lang, header_lang)
 
 
-def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
-    """Image links of WAT response records (each a JSON document on one line)."""
-    data = b"\n".join(bodies)
-    if data.count(b"\n") != len(bodies) - 1:
-        # Newlines between JSON tokens are legal but would split a record: make them spaces.
-        data = b"\n".join(body.replace(b"\n", b" ") for body in bodies)
+def _read_block(data: bytes, n_records: int) -> pa.Table:
     try:
         table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
                              parse_options=_PARSE)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise BlockRejected(str(exc)) from exc
-    if table.num_rows != len(bodies):
+    if table.num_rows != n_records:
         raise BlockRejected("record count mismatch")
+    return table
+
+
+def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
+    """Image links of WAT response records (each a JSON document on one line)."""
+    try:
+        table = _read_block(b"\n".join(bodies), len(bodies))
+    except BlockRejected:
+        # Newlines between JSON tokens are legal but split a record: retry with them as spaces
+        # (rare, so the common case is not scanned for them).
+        table = _read_block(b"\n".join(body.replace(b"\n", b" ") for body in bodies), len(bodies))
     envelope = table.column("Envelope").combine_chunks()
     page_url = envelope.field("WARC-Header-Metadata").field("WARC-Target-URI")
     response = envelope.field("Payload-Metadata").field("HTTP-Response-Metadata")
