@@ -55,27 +55,26 @@ def iter_records(fh: IO[bytes], counts: Counter[str]) -> Iterator[tuple[WarcReco
     while True:
         fh.seek(base)
         records = iter(ArchiveIterator(fh, parse_http=True))
-        last_start: int | None = None
+        last: WarcRecord | None = None  # its stream_pos is read only when a restart needs it
         while True:
             try:
-                record = next(records)
-                last_start = base + record.stream_pos
-                body = record.reader.read()
+                last = next(records)
+                body = last.reader.read()
             except StopIteration:
                 return
             except Exception:
                 # A restart that fails before reading anything is still the same damaged stretch.
-                if last_start is not None or base == 0:
+                if last is not None or base == 0:
                     counts["record_corrupt"] += 1
                 break
             # For HTTP records the parsed headers are not part of `body`, so the length check
             # only applies to plain records (WAT JSON, WET text).
-            if not record.is_http and len(body) < record.content_length:
+            if not last.is_http and len(body) < last.content_length:
                 counts["record_truncated"] += 1
                 continue
-            yield record, body
+            yield last, body
         # Resume after the start of the last record we read (or the failed start), never before.
-        resume_from = (last_start if last_start is not None else base) + 1
+        resume_from = (base + last.stream_pos if last is not None else base) + 1
         nxt = find_next_member(fh, resume_from)
         if nxt is None:
             return
