@@ -77,13 +77,22 @@ class LocalHTTPServer:
                     server.user_agents.append(self.headers.get("User-Agent", ""))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                finished = threading.Event()
+
+                def finish() -> None:
+                    # Counted as done before the last bytes go out: once the client has them it may
+                    # start its next request, before this thread could run another line.
+                    if not finished.is_set():
+                        finished.set()
+                        with server._lock:
+                            server.in_flight -= 1
+
                 try:
-                    server._answer(self, path)
+                    server._answer(self, path, finish)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeouts, byte caps): expected in tests
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    finish()
 
         self.httpd = _Server((host, port), Handler)
         if tls is not None:  # HTTPS: a server-side context with the certificate loaded
@@ -99,7 +108,7 @@ class LocalHTTPServer:
             return self.routes(path)
         return self.routes.get(path)
 
-    def _answer(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+    def _answer(self, handler: BaseHTTPRequestHandler, path: str, finish: Callable[[], None]) -> None:
         route = self._lookup(path)
         if route is None:
             route = Route(status=404, body=b"not found", content_type="text/plain")
@@ -113,13 +122,17 @@ class LocalHTTPServer:
             handler.send_header("Content-Length", str(length))
         for name, value in route.headers.items():
             handler.send_header(name, value)
-        handler.end_headers()
         if not route.drip_seconds:
+            finish()
+            handler.end_headers()
             handler.wfile.write(route.body)
             return
+        handler.end_headers()
         pieces = max(1, min(len(route.body), 20))
         step = max(1, len(route.body) // pieces)
         for start in range(0, len(route.body), step):
+            if start + step >= len(route.body):
+                finish()
             handler.wfile.write(route.body[start : start + step])
             handler.wfile.flush()
             time.sleep(route.drip_seconds / pieces)

@@ -84,7 +84,12 @@ class _Worker:
         try:
             stored = self.images(self.fetch(url))
         except FetchFailure as exc:
-            row.status, row.error_message = exc.status, exc.error
+            if time.monotonic() >= self.deadline:
+                # Cut short by the shard's deadline, not by the server: the same status whichever of
+                # the request or the shard's wait noticed the deadline first.
+                row.status, row.error_message = "timeout", f"shard_timeout of {self.config.shard_timeout}s reached"
+            else:
+                row.status, row.error_message = exc.status, exc.error
             return row
         except ImageRejected as exc:
             row.status, row.error_message = "failed_to_resize", str(exc)
