@@ -30,6 +30,20 @@ LINK_BATCH = 200_000
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+def add_counted_page(buf: LinkBuffer, counts: Counter, page_url: Any, base: Any, lang: Any,
+                     links: list[Any]) -> bool:
+    """Add a page's image links to `buf`, counting the record by what it held; True if added."""
+    if not links:
+        counts["record_no_images"] += 1
+        return False
+    if not page_url:
+        counts["record_no_target_uri"] += 1
+        return False
+    counts["record_with_images"] += 1
+    buf.add_page(page_url, base, lang, links)
+    return True
+
+
 def candidates_rel(shard_id: str) -> str:
     return f"candidates/part-{shard_id}.parquet"
 
@@ -49,13 +63,7 @@ def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
             continue
         if other:
             counts["non_image_links_ignored"] += other
-        if not links:
-            counts["record_no_images"] += 1
-        elif not page_url:
-            counts["record_no_target_uri"] += 1
-        else:
-            counts["record_with_images"] += 1
-            buf.add_page(page_url, None, lang, links)
+        add_counted_page(buf, counts, page_url, None, lang, links)
     return buf.to_batch(counts)
 
 
@@ -109,15 +117,8 @@ def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
                 counts[f"record_{skip.reason}"] += 1
                 continue
             page_url = record.headers.get("WARC-Target-URI")
-            if not links:
-                counts["record_no_images"] += 1
-            elif not page_url:
-                counts["record_no_target_uri"] += 1
-            else:
-                counts["record_with_images"] += 1
-                html.add_page(page_url, base, lang, links)
-                if len(html) >= LINK_BATCH:
-                    flush_html()
+            if add_counted_page(html, counts, page_url, base, lang, links) and len(html) >= LINK_BATCH:
+                flush_html()
             continue
         if rtype == WarcRecordType.conversion:
             counts["record_wet_text_no_images"] += 1
