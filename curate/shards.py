@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.pool import Pool
+from curate.tarstream import iter_tar_files
 
 SHARD_DIR = "shards"
 DOWNLOAD_STAGE = "download"
@@ -142,17 +143,14 @@ def iter_shard_samples(pool: Pool, shard_id: str) -> Iterator[dict[str, Any]]:
     """Successful samples of a shard: {key, uid, caption, image (bytes), ext, meta}."""
     tar_rel = f"{SHARD_DIR}/{shard_id}.tar"
     if pool.exists(tar_rel):
-        with pool.open(tar_rel) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+        with pool.open(tar_rel) as fh:
             current: dict[str, Any] = {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.rpartition(".")
+            for name, data in iter_tar_files(fh):
+                key, _, ext = name.rpartition(".")
                 if current and current.get("key") != key:
                     yield _finish(current)
                     current = {}
                 current["key"] = key
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 if ext == "json":
                     current["meta"] = json.loads(data)
                 elif ext == "txt":
