@@ -203,6 +203,40 @@ def test_truncated_file_end(tmp_path):
     assert counts["record_truncated"] + counts["record_corrupt"] >= 1
 
 
+def _careful(path: Path) -> tuple[pa.Table, Counter[str]]:
+    """What the careful (FastWARC, member-restarting) reader alone makes of a file."""
+    from curate.stages.ingest.records import iter_records
+    from curate.stages.ingest.shard import _extract_records
+
+    counts: Counter[str] = Counter()
+    with open(path, "rb") as fh:
+        table, _ = _extract_records(iter_records(fh, counts), CandidateRules(), str(path), "CC-MAIN-2024-22", counts)
+    return table, counts
+
+
+@pytest.mark.parametrize("kind", ["intact", *sorted(CORRUPTIONS)])
+def test_fast_gzip_reader_gives_the_careful_readers_result(tmp_path, kind):
+    from curate.stages.ingest.records import DamagedStream, iter_gzip_stream_records
+
+    pages = _pages(6)
+    if kind != "intact":
+        pages[3] = CORRUPTIONS[kind][0](pages[3])
+    path = _write(tmp_path / "f.warc.wat.gz", warcinfo_record("f") + b"".join(pages))
+    damaged = kind in ("truncated_gzip_member", "garbage_bytes")
+    with open(path, "rb") as fh:
+        if damaged:  # the fast reader gives up, and extract_file starts over with the careful one
+            with pytest.raises(DamagedStream):
+                list(iter_gzip_stream_records(fh))
+        else:
+            assert len(list(iter_gzip_stream_records(fh))) >= 1 + 3 * 5  # warcinfo + request/response/metadata
+    counts: Counter[str] = Counter()
+    with open(path, "rb") as fh:
+        table, _ = extract_file(fh, CandidateRules(), str(path), "CC-MAIN-2024-22", counts)
+    careful, careful_counts = _careful(path)
+    assert table.equals(careful) and counts == careful_counts
+    assert table.num_rows > 0
+
+
 def test_bad_record_in_a_block_falls_back_without_losing_the_others(tmp_path):
     pages = _pages(5)
     odd = _member(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-from fastwarc.warc import WarcRecordType
+from fastwarc.warc import WarcRecord, WarcRecordType
 
 from curate.pool import Pool
 from curate.stages.ingest.candidates import (
@@ -20,7 +21,7 @@ from curate.stages.ingest.candidates import (
 from curate.stages.ingest.extract import IMG_MARK, RESPONSE_MARK, RecordSkipped, html_links, wat_links
 from curate.stages.ingest.fetch import open_input
 from curate.stages.ingest.inputs import InputFile
-from curate.stages.ingest.records import iter_records
+from curate.stages.ingest.records import DamagedStream, is_gzip, iter_gzip_stream_records, iter_records
 from curate.stages.ingest.watblock import BlockRejected, parse_wat_block
 
 # WAT records are parsed this many at a time; HTML links are turned into columns in batches of
@@ -69,7 +70,25 @@ def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
 
 def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
                  counts: Counter[str]) -> tuple[pa.Table, dict[str, int]]:
-    """Candidates of every WAT/WARC/WET record in an open file; counts every record and link."""
+    """Candidates of every WAT/WARC/WET record in an open (seekable) file; counts every record and link.
+
+    A gzip file is read with the fast reader first; if it turns out damaged, what was built from it
+    is dropped and the file is read again with the careful reader, which skips past the damage.
+    Either way the result is the careful reader's."""
+    if is_gzip(fh):
+        trial: Counter[str] = Counter()
+        try:
+            result = _extract_records(iter_gzip_stream_records(fh), rules, source, crawl, trial)
+        except DamagedStream:
+            fh.seek(0)
+        else:
+            counts.update(trial)
+            return result
+    return _extract_records(iter_records(fh, counts), rules, source, crawl, counts)
+
+
+def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: CandidateRules, source: str, crawl: str,
+                     counts: Counter[str]) -> tuple[pa.Table, dict[str, int]]:
     tables: list[pa.Table] = []
     wat_bodies: list[bytes] = []
     html = LinkBuffer()
@@ -90,7 +109,7 @@ def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
             tables.append(build_candidates(html.to_batch(counts), rules, source, crawl, counts))
             html = LinkBuffer()
 
-    for record, body in iter_records(fh, counts):
+    for record, body in records:
         n_records += 1
         # record_type is an enum read without a header lookup (HeaderMap.get costs ~3 µs).
         rtype = record.record_type

@@ -22,43 +22,33 @@ from curate.stages.ingest.extract import IMG_PATH
 
 _LINK = pa.struct([("path", pa.string()), ("url", pa.string()), ("alt", pa.string()), ("title", pa.string())])
 _META = pa.struct([("name", pa.string()), ("http-equiv", pa.string()), ("content", pa.string())])
-_SCHEMA = pa.schema(
-    [
-        (
-            "Envelope",
-            pa.struct(
-                [
-                    ("WARC-Header-Metadata", pa.struct([("WARC-Target-URI", pa.string())])),
-                    (
-                        "Payload-Metadata",
-                        pa.struct(
-                            [
-                                (
-                                    "HTTP-Response-Metadata",
-                                    pa.struct(
-                                        [
-                                            ("Headers", pa.struct([("Content-Language", pa.string())])),
-                                            (
-                                                "HTML-Metadata",
-                                                pa.struct(
-                                                    [
-                                                        ("Head", pa.struct([("Metas", pa.list_(_META))])),
-                                                        ("Links", pa.list_(_LINK)),
-                                                    ]
-                                                ),
-                                            ),
-                                        ]
-                                    ),
-                                )
-                            ]
-                        ),
-                    ),
-                ]
-            ),
-        )
-    ]
+
+
+def _envelope_schema(response_fields: list[tuple[str, pa.DataType]], with_uri: bool) -> pa.Schema:
+    payload = pa.struct([("HTTP-Response-Metadata", pa.struct(response_fields))])
+    envelope = [("Payload-Metadata", payload)]
+    if with_uri:
+        envelope.insert(0, ("WARC-Header-Metadata", pa.struct([("WARC-Target-URI", pa.string())])))
+    return pa.schema([("Envelope", pa.struct(envelope))])
+
+
+# Links are read for every record; the language fields only for records that mention a language
+# (building the Metas and Headers columns costs about a third of the parse, and most pages have none).
+_LINKS_SCHEMA = _envelope_schema([("HTML-Metadata", pa.struct([("Links", pa.list_(_LINK))]))], with_uri=True)
+_LANG_SCHEMA = _envelope_schema(
+    [("Headers", pa.struct([("Content-Language", pa.string())])),
+     ("HTML-Metadata", pa.struct([("Head", pa.struct([("Metas", pa.list_(_META))]))]))],
+    with_uri=False,
 )
-_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False)
+_LANG_MARK = b'anguage"'  # in "Content-Language" (header or http-equiv) and "language" (meta name), lower-cased
+
+
+def _options(schema: pa.Schema) -> pj.ParseOptions:
+    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False)
+
+
+_PARSE_LINKS = _options(_LINKS_SCHEMA)
+_PARSE_LANG = _options(_LANG_SCHEMA)
 
 
 class BlockRejected(Exception):
@@ -94,10 +84,10 @@ def _page_langs(response: pa.StructArray, html: pa.StructArray) -> pa.Array:
     return pc.coalesce(meta_lang, header_lang)
 
 
-def _read_block(data: bytes, n_records: int) -> pa.Table:
+def _read_block(data: bytes, n_records: int, parse: pj.ParseOptions) -> pa.Table:
     try:
         table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
-                             parse_options=_PARSE)
+                             parse_options=parse)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise BlockRejected(str(exc)) from exc
     if table.num_rows != n_records:
@@ -105,15 +95,35 @@ def _read_block(data: bytes, n_records: int) -> pa.Table:
     return table
 
 
-def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
-    """Image links of WAT response records (each a JSON document on one line)."""
+def _parse(bodies: list[bytes], parse: pj.ParseOptions) -> pa.StructArray:
+    """The Envelope column of `bodies` read with `parse`."""
     try:
-        table = _read_block(b"\n".join(bodies), len(bodies))
+        table = _read_block(b"\n".join(bodies), len(bodies), parse)
     except BlockRejected:
         # Newlines between JSON tokens are legal but split a record: retry with them as spaces
         # (rare, so the common case is not scanned for them).
-        table = _read_block(b"\n".join(body.replace(b"\n", b" ") for body in bodies), len(bodies))
-    envelope = table.column("Envelope").combine_chunks()
+        table = _read_block(b"\n".join(body.replace(b"\n", b" ") for body in bodies), len(bodies), parse)
+    return table.column("Envelope").combine_chunks()
+
+
+def _block_langs(bodies: list[bytes]) -> pa.Array:
+    """Declared page language of each record; only records that mention a language are parsed for it."""
+    rows = [i for i, body in enumerate(bodies) if _LANG_MARK in body.lower()]
+    if not rows:
+        return pa.nulls(len(bodies), pa.string())
+    response = _parse([bodies[i] for i in rows], _PARSE_LANG).field("Payload-Metadata").field("HTTP-Response-Metadata")
+    langs = _page_langs(response, response.field("HTML-Metadata"))
+    if len(rows) == len(bodies):
+        return langs
+    index = np.full(len(bodies), -1, dtype=np.int64)
+    index[rows] = np.arange(len(rows))
+    missing = index < 0
+    return langs.take(pa.array(np.where(missing, 0, index), mask=missing))
+
+
+def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
+    """Image links of WAT response records (each a JSON document on one line)."""
+    envelope = _parse(bodies, _PARSE_LINKS)
     page_url = envelope.field("WARC-Header-Metadata").field("WARC-Target-URI")
     response = envelope.field("Payload-Metadata").field("HTTP-Response-Metadata")
     html = response.field("HTML-Metadata")
@@ -142,7 +152,7 @@ def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
     return LinkBatch(
         page_url=page_url,
         page_base=pa.nulls(len(bodies), pa.string()),
-        page_lang=_page_langs(response, html),
+        page_lang=_block_langs(bodies),
         link_page=pc.cast(parent.filter(keep), pa.int32()),
         src=imgs.field("url"),
         alt=imgs.field("alt"),

@@ -113,9 +113,13 @@ def warcinfo_record(filename: str) -> bytes:
     )
 
 
-def write_wat(path: str | Path, pages: Iterable[PageSpec], *, anchors_per_page: int = 2) -> int:
+_LANGS = ("en", "de-DE", "fr")
+
+
+def write_wat(path: str | Path, pages: Iterable[PageSpec], *, anchors_per_page: int = 2, lang_every: int = 0) -> int:
     """Write a .warc.wat.gz holding one page per (page_url, [(img_src, alt[, title]), ...]).
 
+    With `lang_every` k > 0, every k-th page declares its language (a Content-Language meta).
     Returns the number of pages written.
     """
     path = Path(path)
@@ -123,7 +127,8 @@ def write_wat(path: str | Path, pages: Iterable[PageSpec], *, anchors_per_page: 
     with path.open("wb") as fh:
         fh.write(warcinfo_record(path.name))
         for page_url, images in pages:
-            fh.write(wat_page_records(page_url, images, anchors_per_page=anchors_per_page))
+            lang = _LANGS[n % len(_LANGS)] if lang_every and n % lang_every == 0 else None
+            fh.write(wat_page_records(page_url, images, anchors_per_page=anchors_per_page, lang=lang))
             n += 1
     return n
 
