@@ -9,9 +9,12 @@ scorer (decode once on CPU tasks, draft-mode JPEG decoding, actor pool, batches)
     # CPU (what RESULTS.md reports for this 2-core machine)
     python benchmarks/score.py --model curate-tiny --size 2000
     python benchmarks/score.py --model ViT-B-32 --size 192
-    # GPU machine: end to end from tar shards, random weights, bf16, one actor per GPU
-    python benchmarks/score.py --device cuda --model ViT-B-32 --size 100000 --batch-size 1024 --decode-tasks 14
-    python benchmarks/score.py --device cuda --model ViT-L-14 --size 50000 --batch-size 512 --decode-tasks 14
+    # GPU machine: end to end from tar shards, random weights, bf16, one actor per GPU; ViT-B-32 needs
+    # the JPEGs decoded on the GPU (nvJPEG) to get past what 14 CPU cores of PIL decode
+    python benchmarks/score.py --device cuda --model ViT-B-32 --size 100000 --batch-size 1024 --decode-tasks 14 \
+        --jpeg-decode-on model --skip-naive
+    python benchmarks/score.py --device cuda --model ViT-L-14 --size 50000 --batch-size 512 --decode-tasks 14 \
+        --skip-naive
 
 Weights are random ("random" pretrained): speed does not depend on them.
 
@@ -96,7 +99,7 @@ def naive_loop(root: str, shard_ids: list[str], model: str, device: str,
 
 
 def batched_pipeline(root: str, model: str, device: str, batch_size: int,
-                     decode_tasks: int) -> dict[str, object]:
+                     decode_tasks: int, jpeg_decode_on: str = "tasks") -> dict[str, object]:
     from curate.config import ScoreConfig
     from curate.pool import Pool
     from curate.stages.score import run
@@ -107,6 +110,7 @@ def batched_pipeline(root: str, model: str, device: str, batch_size: int,
                      "batch_size": batch_size, "num_gpus": gpu, "num_cpus": 1}],
         "decode_batch_size": min(batch_size, 256),
         "decode_num_cpus": 1,
+        "jpeg_decode_on": jpeg_decode_on,
     })
     start = time.time()
     report = run(Pool(root), cfg, quiet=True, rerun=True)
@@ -125,6 +129,7 @@ def run_side(args: argparse.Namespace, side: str, root: str, shard_ids: list[str
     cmd = [sys.executable, __file__, "--side", side, "--root", root, "--model", args.model, "--device", args.device,
            "--batch-size", str(args.batch_size), "--decode-tasks", str(args.decode_tasks),
            "--threads", str(args.threads), "--naive-limit", str(args.naive_limit or args.size),
+           "--jpeg-decode-on", args.jpeg_decode_on,
            "--shard-ids", ",".join(shard_ids)]
     load = os.getloadavg()[0]
     start = time.time()
@@ -145,7 +150,8 @@ def side_main(args: argparse.Namespace) -> None:
                                             args.naive_limit)
         result: dict[str, object] = {"images": n, "run_seconds": seconds, "steady_img_per_s": n / after_load}
     else:
-        result = batched_pipeline(args.root, args.model, args.device, args.batch_size, args.decode_tasks)
+        result = batched_pipeline(args.root, args.model, args.device, args.batch_size, args.decode_tasks,
+                                  args.jpeg_decode_on)
     print(json.dumps(result))
 
 
@@ -192,6 +198,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--decode-tasks", type=int, default=1, help="CPU decode tasks (Ray CPUs beyond the actor)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--jpeg-decode-on", default="tasks", choices=["tasks", "model"],
+                        help="score.jpeg_decode_on: decode JPEGs in CPU tasks, or in the model actor on its device")
+    parser.add_argument("--skip-naive", action="store_true", help="run the batched pipeline only")
     parser.add_argument("--naive-limit", type=int, default=0, help="score only this many samples naively (0: all)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the naive loop; the pipeline's actor gets the same (num_cpus=1)")
@@ -214,6 +223,12 @@ def main() -> None:
     with GpuSampler() as gpu:
         batched = run_side(args, "batched", root, shard_ids)
     print(f"batched: {json.dumps(batched)}", flush=True)
+    if args.skip_naive:
+        print(json.dumps({"model": args.model, "device": args.device, "images": args.size,
+                          "jpeg_decode_on": args.jpeg_decode_on, "batched": batched,
+                          "batched_img_per_s": round(batched["images"] / batched["wall_seconds"], 1),
+                          "gpu_util_mean_pct": gpu.mean if args.device == "cuda" else None}, indent=2))
+        return
     naive = run_side(args, "naive", root, shard_ids)
     print(f"naive: {json.dumps(naive)}", flush=True)
     e2e_b = batched["images"] / batched["wall_seconds"]
@@ -221,6 +236,7 @@ def main() -> None:
     steady_b, steady_n = batched["steady_img_per_s"], naive["steady_img_per_s"]
     result = {
         "model": args.model, "device": args.device, "images": args.size, "per_shard": args.per_shard,
+        "jpeg_decode_on": args.jpeg_decode_on,
         "image_px": args.image_px,
         "batched_images": batched["images"], "batched_wall_seconds": round(batched["wall_seconds"], 2),
         "batched_img_per_s": round(e2e_b, 1), "batched_phase_seconds": batched["phase_seconds"],

@@ -87,6 +87,10 @@ class ScoreConfig(Section):
     decode_batch_size: int = Field(256, ge=1, description="decoded samples per block from a decode task")
     decode_num_cpus: float = Field(1.0, gt=0, description="CPUs per shard-decoding task")
     decode_memory_mb: int = Field(512, ge=1, description="memory reserved per shard-decoding task")
+    jpeg_decode_on: Literal["tasks", "model"] = Field(
+        "tasks", description="where model scorers' JPEGs are decoded: tasks = CPU decode tasks (PIL, draft mode); "
+        "model = in each model actor on its device (nvJPEG on a GPU), the CPU tasks only read headers",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ScoreConfig:

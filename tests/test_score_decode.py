@@ -126,3 +126,44 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
     big = Image.new("1", (30000, 30000))
     out = d.decode_image(_png(big), VIEWS, CAP)
     assert out.reason == d.TOO_MANY_PIXELS
+
+
+def test_jpeg_size_accepts_what_a_device_decoder_takes_and_refuses_the_rest() -> None:
+    def jpeg(mode: str, **kw: object) -> bytes:
+        buf = io.BytesIO()
+        Image.new(mode, (37, 21)).save(buf, format="JPEG", **kw)
+        return buf.getvalue()
+
+    assert d.jpeg_size(jpeg("RGB")) == (37, 21)
+    assert d.jpeg_size(jpeg("RGB", progressive=True)) == (37, 21)
+    assert d.jpeg_size(jpeg("L")) == (37, 21)
+    assert d.jpeg_size(jpeg("CMYK")) is None  # PIL converts CMYK faithfully; left to it
+    assert d.jpeg_size(jpeg("RGB")[:-300]) is None  # cut short: PIL names it truncated
+    assert d.jpeg_size(_png(Image.new("RGB", (4, 4)))) is None
+    assert d.jpeg_size(b"\xff\xd8" + b"\x00" * 50 + b"\xff\xd9") is None
+    assert d.jpeg_size(b"") is None
+
+
+@pytest.mark.fault("score", "jpeg_decode_on: model — a JPEG whose headers pass but whose image data is garbage",
+                   "the device decoder rejects it: image scores null, reason undecodable_image; the batch goes on")
+def test_device_decoding_rejects_garbage_jpeg_and_keeps_the_rest() -> None:
+    import torch
+
+    from curate.scorers.base import ImageView
+    from curate.stages.score.device_decode import device_views
+
+    good = encode(draw_shape("red", "circle", 96))
+    sof = good.index(b"\xff\xc0")
+    header_end = sof + 2 + int.from_bytes(good[sof + 2:sof + 4], "big")
+    garbage = good[:header_end] + bytes(range(256)) * 4 + b"\xff\xd9"
+    assert d.jpeg_size(garbage) == (96, 96)
+    view = ImageView(32)
+    cpu_view = np.full((32, 32, 3), 7, np.uint8).tobytes()
+    raw = np.array([good, garbage, b"", good], dtype=object)
+    cpu = np.array([b"", b"", cpu_view, b""], dtype=object)
+    pixels, ok = device_views(raw, cpu, np.array([True, True, True, True]), view, torch.device("cpu"))
+    assert ok.tolist() == [True, False, True, True]
+    assert pixels.shape == (3, 3, 32, 32) and pixels.dtype == torch.uint8
+    assert int(pixels[1].float().mean()) == 7  # the CPU-decoded view, in row order
+    reference = d.decode_image(good, [view], 10**9).views[view.column].astype(np.float32)
+    assert np.abs(pixels[0].permute(1, 2, 0).float().numpy() - reference).mean() < 3.0  # same crop, torch vs PIL

@@ -22,6 +22,7 @@ from pydantic import Field
 from curate.scorers.base import (
     CAPTION,
     IMAGE_OK,
+    IMAGE_REASON,
     Batch,
     ImageView,
     Scorer,
@@ -29,6 +30,7 @@ from curate.scorers.base import (
     embedding_column,
     register,
 )
+from curate.stages.score.decode import UNDECODABLE
 
 
 class ClipConfig(ScorerConfig):
@@ -168,22 +170,45 @@ class ClipScorer(Scorer):
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.clip.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.normalise(x.permute(0, 3, 1, 2))
+
+    def normalise(self, x):  # type: ignore[no-untyped-def]
+        """uint8 NCHW on the model's device → the model's normalised float input."""
+        x = x.float().div_(255.0)
         return (x - self._mean.to(x.device)) / self._std.to(x.device)
+
+    def _image_input(self, batch: Batch, ok: np.ndarray):  # type: ignore[no-untyped-def]
+        """(model input of the rows with a usable image, updated ok mask)."""
+        view = self.views()[0]
+        column = batch[view.column]
+        if column.dtype != object:
+            return self.pixels(column[ok]), ok
+        # jpeg_decode_on: model — decode the JPEGs here, on the model's device.
+        from curate.stages.score.device_decode import IMAGE_BYTES, device_views
+
+        images, ok = device_views(batch[IMAGE_BYTES], column, ok, view, self.clip.device)
+        return self.normalise(images), ok
 
     def __call__(self, batch: Batch) -> Batch:
         if not hasattr(self, "clip"):
             self.setup()
-        ok = batch[IMAGE_OK].astype(bool)
-        n, dim = len(ok), self.clip.embed_dim
+        given = batch[IMAGE_OK].astype(bool)
+        n, dim = len(given), self.clip.embed_dim
         text = self.clip.encode_texts([str(c) for c in batch[CAPTION].tolist()]).cpu().numpy()
         image = np.full((n, dim), np.nan, np.float32)
-        if ok.any():
-            view = self.views()[0].column
-            image[ok] = self.clip.encode_images(self.pixels(batch[view][ok])).cpu().numpy()
+        ok = given
+        if given.any():
+            pixels, ok = self._image_input(batch, given)
+            if ok.any():
+                image[ok] = self.clip.encode_images(pixels).cpu().numpy()
         score = np.einsum("nd,nd->n", image, text).astype(np.float32)  # NaN where the image did not decode
-        return {
+        out = {
             score_column(self.name): score,
             embedding_column(self.name, "image"): image.astype(np.float16),
             embedding_column(self.name, "text"): text.astype(np.float16),
         }
+        if (ok != given).any():  # the device decoder rejected some JPEGs the header check passed
+            reasons = batch[IMAGE_REASON].copy()
+            reasons[given & ~ok] = UNDECODABLE
+            out.update({IMAGE_OK: ok, IMAGE_REASON: reasons})
+        return out

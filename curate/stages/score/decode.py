@@ -119,6 +119,48 @@ def decode_image(data: bytes, views: Iterable[ImageView], max_pixels: int) -> De
     return Decoded(True, "", notes, width, height, out)
 
 
+# Start-of-frame markers of Huffman-coded 8-bit JPEGs, which nvJPEG and libjpeg-turbo both decode:
+# baseline, extended sequential, progressive.
+_SOF_HUFFMAN = {0xC0, 0xC1, 0xC2}
+_SOF_ANY = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # C4/C8/CC are DHT/JPG/DAC, not frames
+_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # markers without a length field (TEM, RSTn)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a complete, 8-bit, Huffman-coded, greyscale or YCbCr/RGB JPEG, else None.
+
+    Those are the JPEGs a model actor may decode on its own device (`jpeg_decode_on: model`);
+    everything else (CMYK, 12-bit, arithmetic coding, a file cut short, not a JPEG) is decoded on
+    the CPU with PIL, which repairs what it can and names what it cannot. Reads only the marker
+    segments up to the frame header: a few microseconds, against ~120 for PIL's Image.open."""
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00\r\n").endswith(b"\xff\xd9"):
+        return None
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _SOF_ANY:
+            if marker not in _SOF_HUFFMAN or pos + 10 > end or length < 8:
+                return None
+            precision, height, width, components = data[pos + 4], *(
+                int.from_bytes(data[i:i + 2], "big") for i in (pos + 5, pos + 7)), data[pos + 9]
+            if precision != 8 or components not in (1, 3) or not width or not height:
+                return None
+            return width, height
+        if marker == 0xDA or length < 2:  # scan data before any frame header: not a valid JPEG
+            return None
+        pos += 2 + length
+    return None
+
+
 def empty_view(view: ImageView) -> np.ndarray:
     shape = (view.size, view.size) if view.color == "L" else (view.size, view.size, 3)
     return np.zeros(shape, np.uint8)

@@ -189,7 +189,8 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
         memory=config.decode_memory_mb * 1024 * 1024,
         fn_kwargs={"pool": pool, "views": needed_views(scorers), "max_pixels": config.max_image_pixels,
                    "rows_per_batch": config.decode_batch_size, "cpu_configs": [s.config for s in cpu],
-                   "all_configs": all_configs},
+                   "all_configs": all_configs,
+                   "device_views": needed_views(models) if config.jpeg_decode_on == "model" else []},
     )
     for s in models:
         ds = ds.map_batches(

@@ -34,7 +34,8 @@ from curate.scorers.base import (
     build_scorers,
 )
 from curate.shards import iter_shard_samples
-from curate.stages.score.decode import decode_image, empty_view
+from curate.stages.score.decode import NOTE_TINY, Decoded, decode_image, empty_view, jpeg_size
+from curate.stages.score.device_decode import IMAGE_BYTES
 
 SHARD_ERROR = "shard_error"
 NOTES = "image_notes"  # "," joined repair notes per sample
@@ -61,7 +62,8 @@ def _int(value: Any) -> int:
         return -1
 
 
-def _assemble(shard_id: str, rows: list[dict[str, Any]], views: list[ImageView]) -> Batch:
+def _assemble(shard_id: str, rows: list[dict[str, Any]], views: list[ImageView],
+              device_views: list[ImageView]) -> Batch:
     batch: Batch = {
         SHARD: np.array([shard_id] * len(rows), dtype=object),
         INDEX: np.array([r["index"] for r in rows], np.int64),
@@ -77,20 +79,47 @@ def _assemble(shard_id: str, rows: list[dict[str, Any]], views: list[ImageView])
         SHARD_ERROR: np.array([""] * len(rows), dtype=object),
     }
     for view in views:
+        if view in device_views:
+            # The model actor decodes these itself: CPU-decoded views travel as raw bytes beside the JPEGs.
+            batch[view.column] = np.array([r["decoded"].views[view.column].tobytes()
+                                           if view.column in r["decoded"].views else b"" for r in rows], dtype=object)
+            continue
         blank = empty_view(view)
         batch[view.column] = np.stack([r["decoded"].views.get(view.column, blank) for r in rows]) if rows else \
             np.zeros((0, *blank.shape), np.uint8)
+    if device_views:
+        batch[IMAGE_BYTES] = np.array([r["jpeg"] for r in rows], dtype=object)
     return batch
 
 
+def _decode(data: bytes, views: list[ImageView], device_views: list[ImageView], max_pixels: int
+            ) -> tuple[Decoded, bytes]:
+    """(decoded views, JPEG bytes the model actor decodes itself or b"")."""
+    if device_views:
+        size = jpeg_size(data)
+        if size is not None and size[0] * size[1] <= max_pixels:
+            cpu_views = [v for v in views if v not in device_views]
+            if cpu_views:
+                decoded = decode_image(data, cpu_views, max_pixels)
+                if decoded.ok:
+                    return decoded, data
+            else:
+                return Decoded(True, "", [NOTE_TINY] if min(size) < 8 else [], *size), data
+    return decode_image(data, views, max_pixels), b""
+
+
 def decode_shard(pool: Pool, shard_id: str, views: list[ImageView], max_pixels: int,
-                 rows_per_batch: int) -> Iterator[Batch]:
-    """Batches of decoded samples of one shard (without scorer columns)."""
+                 rows_per_batch: int, device_views: list[ImageView] | None = None) -> Iterator[Batch]:
+    """Batches of decoded samples of one shard (without scorer columns).
+
+    `device_views` are left to the model actors for JPEGs they can decode (jpeg_decode_on: model)."""
+    device_views = device_views or []
     rows: list[dict[str, Any]] = []
     for index, sample in enumerate(iter_shard_samples(pool, shard_id)):
         meta = sample.get("meta") or {}
-        decoded = decode_image(sample.get("image") or b"", views, max_pixels)
+        decoded, jpeg = _decode(sample.get("image") or b"", views, device_views, max_pixels)
         rows.append({
+            "jpeg": jpeg,
             "index": index, "uid": sample.get("uid") or meta.get("uid"), "caption": sample.get("caption") or "",
             "decoded": decoded,
             # The download stage's sizes are authoritative; the decoder's are the fallback.
@@ -99,34 +128,35 @@ def decode_shard(pool: Pool, shard_id: str, views: list[ImageView], max_pixels: 
             "original_width": _int(meta.get("original_width")), "original_height": _int(meta.get("original_height")),
         })
         if len(rows) >= rows_per_batch:
-            yield _assemble(shard_id, rows, views)
+            yield _assemble(shard_id, rows, views, device_views)
             rows = []
     if rows:
-        yield _assemble(shard_id, rows, views)
+        yield _assemble(shard_id, rows, views, device_views)
 
 
 def read_and_decode(batch: dict[str, np.ndarray], *, pool: Pool, views: list[ImageView], max_pixels: int,
                     rows_per_batch: int, cpu_configs: list[ScorerConfig],
-                    all_configs: list[ScorerConfig]) -> Iterator[Batch]:
+                    all_configs: list[ScorerConfig], device_views: list[ImageView] | None = None) -> Iterator[Batch]:
     """Ray Data map_batches function over shard ids (batch_size=1)."""
     scorers = _cpu_scorers(cpu_configs, all_configs)
     for shard_id in batch[SHARD].tolist():
         try:
-            for out in decode_shard(pool, shard_id, views, max_pixels, rows_per_batch):
+            for out in decode_shard(pool, shard_id, views, max_pixels, rows_per_batch, device_views):
                 for scorer in scorers:
                     out.update(scorer(out))
                 yield out
         except Exception as exc:  # the shard is reported failed by name; other shards go on
-            yield _error_batch(shard_id, f"{type(exc).__name__}: {exc}"[:500], views, scorers)
+            yield _error_batch(shard_id, f"{type(exc).__name__}: {exc}"[:500], views, scorers, device_views or [])
 
 
-def _error_batch(shard_id: str, error: str, views: list[ImageView], scorers: list[Scorer]) -> Batch:
+def _error_batch(shard_id: str, error: str, views: list[ImageView], scorers: list[Scorer],
+                 device_views: list[ImageView]) -> Batch:
     """One placeholder row with every column, so downstream actors see the usual schema."""
     from curate.stages.score.decode import Decoded
 
     row = {"index": -1, "uid": "", "caption": "", "decoded": Decoded(False, "shard_error"), "width": -1,
-           "height": -1, "original_width": -1, "original_height": -1}
-    out = _assemble(shard_id, [row], views)
+           "height": -1, "original_width": -1, "original_height": -1, "jpeg": b""}
+    out = _assemble(shard_id, [row], views, device_views)
     for scorer in scorers:
         out.update(scorer(out))
     out[SHARD_ERROR] = np.array([error], dtype=object)
