@@ -22,12 +22,15 @@ def limit_torch_threads(num_cpus: float) -> None:
 class ScorerActor:
     """Ray Data callable class: builds one model scorer and loads its model once per actor."""
 
-    def __init__(self, config: ScorerConfig, all_configs: list[ScorerConfig]) -> None:
+    def __init__(self, config: ScorerConfig, all_configs: list[ScorerConfig], drop: tuple[str, ...] = ()) -> None:
         limit_torch_threads(config.num_cpus)
         peers = build_scorers(all_configs)
         self.scorer = next(s for s in peers if s.config == config)
         self.scorer.setup()
+        self.drop = drop  # image columns no later scorer reads: not shipped on to the driver
 
     def __call__(self, batch: Batch) -> Batch:
         batch.update(self.scorer(batch))
+        for column in self.drop:
+            batch.pop(column, None)
         return batch

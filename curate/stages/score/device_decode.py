@@ -74,7 +74,7 @@ def device_views(raw: np.ndarray, cpu_views: np.ndarray, ok: np.ndarray, view: I
     import torch
 
     ok = ok.copy()
-    on_device = [i for i in np.flatnonzero(ok) if len(raw[i])]
+    on_device = [i for i in np.flatnonzero(ok) if raw[i]]
     decoded = dict(zip(on_device, _decode_all([raw[i] for i in on_device], device), strict=True))
     for i, img in decoded.items():
         if img is None:

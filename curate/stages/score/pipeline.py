@@ -25,6 +25,7 @@ from curate.runner import merge_stats
 from curate.scorers.base import SHARD, Batch, ImageView, Scorer, build_scorers
 from curate.shards import list_shards, read_shard_table
 from curate.stages.score.actor import ScorerActor
+from curate.stages.score.device_decode import IMAGE_BYTES
 from curate.stages.score.read import SHARD_ERROR, read_and_decode
 from curate.stages.score.write import ShardResult, write_shard
 
@@ -178,6 +179,7 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
     models = [s for s in scorers if s.uses_model]
     gpus = _resolve_resources(scorers)
     _check_cpu_budget(config, models, float(ray.cluster_resources().get("CPU", 0)))
+    device_views = needed_views(models) if config.jpeg_decode_on == "model" else []
     expected = {sid: _expected_samples(pool, sid) for sid in todo}
     pending = {sid: ShardResult(sid, expected[sid]) for sid in todo}
 
@@ -189,12 +191,13 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
         memory=config.decode_memory_mb * 1024 * 1024,
         fn_kwargs={"pool": pool, "views": needed_views(scorers), "max_pixels": config.max_image_pixels,
                    "rows_per_batch": config.decode_batch_size, "cpu_configs": [s.config for s in cpu],
-                   "all_configs": all_configs,
-                   "device_views": needed_views(models) if config.jpeg_decode_on == "model" else []},
+                   "all_configs": all_configs, "device_views": device_views,
+                   "keep": _image_columns(needed_views(models), device_views)},
     )
-    for s in models:
+    for k, s in enumerate(models):
         ds = ds.map_batches(
-            ScorerActor, fn_constructor_args=(s.config, all_configs), batch_size=s.config.batch_size,
+            ScorerActor, fn_constructor_args=(s.config, all_configs, _unneeded_after(models, k, device_views)),
+            batch_size=s.config.batch_size,
             batch_format="numpy", compute=ActorPoolStrategy(size=s.config.concurrency),
             num_gpus=gpus[s.name] or None, num_cpus=s.config.num_cpus,
         )
@@ -244,6 +247,22 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
         finish(result)
     if first_batch is not None:
         phases["streaming_s"] = time.time() - first_batch
+
+
+def _image_columns(views: list[ImageView], device_views: list[ImageView]) -> list[str]:
+    """Batch columns that carry `views` (and the JPEG bytes, when actors decode them)."""
+    return [v.column for v in views] + ([IMAGE_BYTES] if device_views else [])
+
+
+def _unneeded_after(models: list[Scorer], k: int, device_views: list[ImageView]) -> tuple[str, ...]:
+    """Image columns the k-th model scorer's actor may drop: no later model scorer reads them.
+
+    Decoded views are the bulk of a batch (150 KB per image at 224 px); without this they would
+    travel on to the driver and sit there until their shard is complete."""
+    later = needed_views(models[k + 1:])
+    mine = _image_columns(needed_views(models[: k + 1]), device_views)
+    keep = set(_image_columns(later, device_views if later else []))
+    return tuple(c for c in mine if c not in keep)
 
 
 def _check_cpu_budget(config: ScoreConfig, models: list[Scorer], cluster_cpus: float) -> None:

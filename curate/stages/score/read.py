@@ -136,17 +136,27 @@ def decode_shard(pool: Pool, shard_id: str, views: list[ImageView], max_pixels: 
 
 def read_and_decode(batch: dict[str, np.ndarray], *, pool: Pool, views: list[ImageView], max_pixels: int,
                     rows_per_batch: int, cpu_configs: list[ScorerConfig],
-                    all_configs: list[ScorerConfig], device_views: list[ImageView] | None = None) -> Iterator[Batch]:
-    """Ray Data map_batches function over shard ids (batch_size=1)."""
+                    all_configs: list[ScorerConfig], device_views: list[ImageView] | None = None,
+                    keep: list[str] | None = None) -> Iterator[Batch]:
+    """Ray Data map_batches function over shard ids (batch_size=1).
+
+    `keep`: the image columns model actors downstream read; other views (those only CPU scorers
+    use) are dropped once those scorers ran. None keeps every column."""
     scorers = _cpu_scorers(cpu_configs, all_configs)
+    drop = [v.column for v in views if v.column not in keep] if keep is not None else []
     for shard_id in batch[SHARD].tolist():
         try:
             for out in decode_shard(pool, shard_id, views, max_pixels, rows_per_batch, device_views):
                 for scorer in scorers:
                     out.update(scorer(out))
+                for column in drop:
+                    del out[column]
                 yield out
         except Exception as exc:  # the shard is reported failed by name; other shards go on
-            yield _error_batch(shard_id, f"{type(exc).__name__}: {exc}"[:500], views, scorers, device_views or [])
+            out = _error_batch(shard_id, f"{type(exc).__name__}: {exc}"[:500], views, scorers, device_views or [])
+            for column in drop:
+                del out[column]
+            yield out
 
 
 def _error_batch(shard_id: str, error: str, views: list[ImageView], scorers: list[Scorer],
