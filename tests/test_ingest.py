@@ -214,15 +214,17 @@ def _careful(path: Path) -> tuple[pa.Table, Counter[str]]:
     return table, counts
 
 
-@pytest.mark.parametrize("kind", ["intact", *sorted(CORRUPTIONS)])
+@pytest.mark.parametrize("kind", ["intact", "garbage_in_a_gzip_member", *sorted(CORRUPTIONS)])
 def test_fast_gzip_reader_gives_the_careful_readers_result(tmp_path, kind):
     from curate.stages.ingest.records import DamagedStream, iter_gzip_stream_records
 
     pages = _pages(6)
-    if kind != "intact":
+    if kind == "garbage_in_a_gzip_member":  # intact gzip, but what it holds is no WARC record
+        pages[3] = gzip.compress(b"\x00garbage\xff" * 40)
+    elif kind != "intact":
         pages[3] = CORRUPTIONS[kind][0](pages[3])
     path = _write(tmp_path / "f.warc.wat.gz", warcinfo_record("f") + b"".join(pages))
-    damaged = kind in ("truncated_gzip_member", "garbage_bytes")
+    damaged = kind in ("truncated_gzip_member", "garbage_bytes", "garbage_in_a_gzip_member")
     with open(path, "rb") as fh:
         if damaged:  # the fast reader gives up, and extract_file starts over with the careful one
             with pytest.raises(DamagedStream):
