@@ -28,7 +28,7 @@ NOTE_16BIT = "converted_16bit"
 NOTE_ALPHA = "flattened_transparency"
 NOTE_ANIMATED = "animated_first_frame"
 NOTE_TINY = "tiny_image"  # below 8 px on a side: scored, but rarely a useful sample
-_TINY = 8
+TINY_SIDE = 8
 
 
 @dataclass
@@ -101,7 +101,7 @@ def decode_image(data: bytes, views: Iterable[ImageView], max_pixels: int) -> De
         return Decoded(False, reason)
     except Exception:
         return Decoded(False, UNDECODABLE)
-    if min(width, height) < _TINY:
+    if min(width, height) < TINY_SIDE:
         notes.append(NOTE_TINY)
     out: dict[str, np.ndarray] = {}
     largest_crop = None

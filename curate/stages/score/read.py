@@ -34,7 +34,7 @@ from curate.scorers.base import (
     build_scorers,
 )
 from curate.shards import iter_shard_samples
-from curate.stages.score.decode import NOTE_TINY, Decoded, decode_image, empty_view, jpeg_size
+from curate.stages.score.decode import NOTE_TINY, TINY_SIDE, Decoded, decode_image, empty_view, jpeg_size
 from curate.stages.score.device_decode import IMAGE_BYTES
 
 SHARD_ERROR = "shard_error"
@@ -104,7 +104,7 @@ def _decode(data: bytes, views: list[ImageView], device_views: list[ImageView], 
                 if decoded.ok:
                     return decoded, data
             else:
-                return Decoded(True, "", [NOTE_TINY] if min(size) < 8 else [], *size), data
+                return Decoded(True, "", [NOTE_TINY] if min(size) < TINY_SIDE else [], *size), data
     return decode_image(data, views, max_pixels), b""
 
 
