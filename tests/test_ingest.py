@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.stages.ingest.candidates import CandidateRules, LinkBuffer, build_candidates, uids_of
+from curate.stages.ingest.candidates import CandidateRules, FirstSeen, LinkBuffer, build_candidates, uids_of
 from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
 from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
@@ -357,3 +357,31 @@ def test_warc_html_honours_base_href_and_entities(tmp_path):
     ]
     assert counts["link_missing_src"] == 1 and counts["link_empty_caption"] == 1
     assert counts["record_not_html_response"] == 1
+
+
+def test_first_seen_keeps_first_row_of_each_digest_across_batches():
+    seen = FirstSeen()
+    assert seen.first_rows([b"a", b"b"]) is None  # all new: no index list to build
+    assert seen.first_rows([b"c", b"a", b"c", b"d"]) == [0, 3]
+    assert seen.first_rows([b"d", b"b"]) == []
+    assert seen.first_rows([b"e"]) is None
+
+
+def test_repeats_across_wat_blocks_keep_their_first_row(tmp_path):
+    # More pages than one block holds, with (url, alt) pairs repeating within and across blocks.
+    n_pages = 2 * WAT_BLOCK + 50
+    pages = [(f"https://site.example.com/{p}.html",
+              [(f"https://img.example.com/{p % 1500}.jpg", f"caption {p % 1500}"),
+               (f"https://img.example.com/{p % 1500}.jpg", f"caption {p % 1500}"),
+               (f"https://img.example.com/{p % 7}.jpg", "shared")])
+             for p in range(n_pages)]
+    path = tmp_path / "repeats.warc.wat.gz"
+    write_wat(path, pages)
+    rows, counts = extract(path)
+    expected: dict[tuple[str, str], str] = {}
+    for page_url, images in pages:
+        for src, alt in images:
+            expected.setdefault((src, alt), page_url)
+    assert [(r["url"], r["text"], r["page_url"]) for r in rows] == [(u, t, p) for (u, t), p in expected.items()]
+    assert counts["link_duplicate"] == 3 * n_pages - len(expected)
+    assert len({r["uid"] for r in rows}) == len(rows)

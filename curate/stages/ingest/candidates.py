@@ -323,8 +323,9 @@ def resolve_urls(src: pa.Array, link_page: pa.Array, page_base: pa.Array, page_s
 
 
 def build_candidates(buf: LinkBatch, rules: CandidateRules, source: str, crawl: str,
-                     counts: Counter[str]) -> pa.Table:
-    """Candidate rows (before the shard-wide dedup) of the links in `buf`; counts drops."""
+                     counts: Counter[str], seen: FirstSeen | None = None) -> pa.Table:
+    """Candidate rows of the links in `buf`; counts drops. With `seen`, rows whose (url, text)
+    it has met already (in this batch or an earlier one) are dropped as link_duplicate."""
     n = len(buf)
     if n == 0:
         return CANDIDATE_SCHEMA.empty_table()
@@ -367,7 +368,14 @@ def build_candidates(buf: LinkBatch, rules: CandidateRules, source: str, crawl: 
     kept = pa.table(
         {"url": url, "text": text, "page_url": page_url, "page_lang": page_lang, "alt_kind": alt_kind}
     ).filter(keep)
-    uids = uids_of(kept["url"], kept["text"])
+    digests = uid_digests(kept["url"], kept["text"])
+    if seen is not None:
+        first = seen.first_rows(digests)
+        if first is not None:
+            counts["link_duplicate"] += len(digests) - len(first)
+            kept = kept.take(pa.array(first, pa.int64()))
+            digests = [digests[i] for i in first]
+    uids = hex_uids(digests)
     m = kept.num_rows
     return pa.table(
         {
@@ -384,23 +392,42 @@ def build_candidates(buf: LinkBatch, rules: CandidateRules, source: str, crawl: 
     )
 
 
-def uids_of(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """curate.uid.make_uid for every row: blake2b-128 of url, NUL, text (one C-level join
-    per column, then one hash call per row)."""
+def uid_digests(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -> list[bytes]:
+    """The 16-byte blake2b digest of url, NUL, text for every row (curate.uid.make_uid before hex):
+    one C-level join per column, then one hash call per row."""
     joined = pc.binary_join_element_wise(pc.cast(url, pa.binary()), pc.cast(text, pa.binary()), b"\x00")
-    hexed = b"".join([blake2b(b, digest_size=16).digest() for b in joined.to_pylist()]).hex().encode("ascii")
+    return [blake2b(b, digest_size=16).digest() for b in joined.to_pylist()]
+
+
+def hex_uids(digests: list[bytes]) -> pa.Array:
+    """Lower-case hex strings of 16-byte digests, built as one buffer."""
+    hexed = b"".join(digests).hex().encode("ascii")
     offsets = np.arange(0, len(hexed) + 1, 32, dtype=np.int32)
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(hexed))
 
 
-def dedup_candidates(table: pa.Table, counts: Counter[str]) -> pa.Table:
-    """Keep the first row of each uid (= each exact (url, text) pair), in input order."""
-    if table.num_rows == 0:
-        return table
-    indexed = table.select(["uid"]).append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    first = indexed.group_by("uid", use_threads=False).aggregate([("_row", "min")])["_row_min"].to_numpy().copy()
-    first.sort()
-    dups = table.num_rows - len(first)
-    if dups:
-        counts["link_duplicate"] += dups
-    return table.take(pa.array(first))
+def uids_of(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """curate.uid.make_uid for every row."""
+    return hex_uids(uid_digests(url, text))
+
+
+class FirstSeen:
+    """The uid digests met so far in one shard, so each exact (url, text) pair is kept once, at its
+    first row in input order, while batches stream through (no shard-wide group-by at the end)."""
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def first_rows(self, digests: list[bytes]) -> list[int] | None:
+        """Rows of `digests` not met before, in order; None when that is every row (the common case)."""
+        seen = self._seen
+        distinct = dict.fromkeys(digests)
+        if len(distinct) == len(digests) and seen.isdisjoint(distinct):
+            seen.update(distinct)
+            return None
+        first: list[int] = []
+        for i, d in enumerate(digests):
+            if d not in seen:
+                seen.add(d)
+                first.append(i)
+        return first

@@ -12,11 +12,12 @@ from fastwarc.warc import WarcRecord, WarcRecordType
 
 from curate.pool import Pool
 from curate.stages.ingest.candidates import (
+    CANDIDATE_SCHEMA,
     CandidateRules,
+    FirstSeen,
     LinkBatch,
     LinkBuffer,
     build_candidates,
-    dedup_candidates,
 )
 from curate.stages.ingest.extract import IMG_MARK, RESPONSE_MARK, RecordSkipped, html_links, wat_links
 from curate.stages.ingest.fetch import open_input
@@ -92,6 +93,7 @@ def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: Candida
     tables: list[pa.Table] = []
     wat_bodies: list[bytes] = []
     html = LinkBuffer()
+    seen = FirstSeen()
     n_records = n_image_links = 0
 
     def flush_wat() -> None:
@@ -99,14 +101,14 @@ def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: Candida
         if wat_bodies:
             batch = _wat_batch(wat_bodies, counts)
             n_image_links += len(batch)
-            tables.append(build_candidates(batch, rules, source, crawl, counts))
+            tables.append(build_candidates(batch, rules, source, crawl, counts, seen))
             wat_bodies = []
 
     def flush_html() -> None:
         nonlocal html, n_image_links
         if len(html):
             n_image_links += len(html)
-            tables.append(build_candidates(html.to_batch(counts), rules, source, crawl, counts))
+            tables.append(build_candidates(html.to_batch(counts), rules, source, crawl, counts, seen))
             html = LinkBuffer()
 
     for record, body in records:
@@ -145,8 +147,7 @@ def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: Candida
             counts[f"record_skipped_{record.headers.get('WARC-Type') or 'untyped'}"] += 1
     flush_wat()
     flush_html()
-    table = dedup_candidates(pa.concat_tables(tables) if tables else build_candidates(
-        LinkBuffer().to_batch(counts), rules, source, crawl, counts), counts)
+    table = pa.concat_tables(tables) if tables else CANDIDATE_SCHEMA.empty_table()
     counts["link_kept"] += table.num_rows
     return table, {"records": n_records, "image_links": n_image_links}
 
