@@ -73,6 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=50_000, help="pages in the generated WAT (default 50000)")
     parser.add_argument("--images-per-page", type=int, default=8)
+    parser.add_argument("--anchors-per-page", type=int, default=10,
+                        help="<a href> links per page besides the images (real pages have many more: the "
+                             "Common Crawl fixture's page has 207 anchors to 13 images)")
     parser.add_argument("--lang-every", type=int, default=4,
                         help="every k-th page declares its language (a Content-Language meta); 0: none")
     parser.add_argument("--cc2dataset-python", default="/tmp/cc2ds-venv/bin/python",
@@ -87,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.warc.wat.gz"
         t0 = time.perf_counter()
-        write_wat(path, synthetic_pages(args.pages, args.images_per_page), anchors_per_page=10,
+        write_wat(path, synthetic_pages(args.pages, args.images_per_page), anchors_per_page=args.anchors_per_page,
                   lang_every=args.lang_every)
         print(f"generated {args.pages} pages ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s",
               file=sys.stderr)
@@ -106,6 +109,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "pages": args.pages,
+        "anchors_per_page": args.anchors_per_page,
         "image_links": best_ours["image_links"],
         "curate": rates(best_ours),
         "cc2dataset": rates(best_theirs),
