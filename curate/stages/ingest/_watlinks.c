@@ -300,9 +300,13 @@ static int scan_object(Cur *c, KeyFn on_key, void *ctx) {
     }
 }
 
-static int skip_array(Cur *c) {
+/* Calls `on_item(c, ctx)` for each element with c->p on it; on_item must consume it (NULL: skip). */
+typedef int (*ItemFn)(Cur *c, void *ctx);
+
+static int scan_array(Cur *c, ItemFn on_item, void *ctx) {
+    if (c->p >= c->end || *c->p != '[') return GIVE_UP;
     if (++c->depth > MAX_DEPTH) return GIVE_UP;
-    c->p++;  /* '[' */
+    c->p++;
     skip_ws(c);
     if (c->p < c->end && *c->p == ']') {
         c->p++;
@@ -310,7 +314,7 @@ static int skip_array(Cur *c) {
         return OK;
     }
     for (;;) {
-        int r = skip_value(c);
+        int r = on_item ? on_item(c, ctx) : skip_value(c);
         if (r) return r;
         skip_ws(c);
         if (c->p >= c->end) return GIVE_UP;
@@ -333,7 +337,7 @@ static int skip_value(Cur *c) {
     int escaped;
     switch (*c->p) {
         case '{': return scan_object(c, NULL, NULL);
-        case '[': return skip_array(c);
+        case '[': return scan_array(c, NULL, NULL);
         case '"': return scan_string(c, NULL, &escaped);
         case 't': return skip_literal(c, "true", 4);
         case 'f': return skip_literal(c, "false", 5);
@@ -401,49 +405,31 @@ typedef struct {
 
 static const char IMG_PATH[] = "IMG@/src";
 
+static int link_item(Cur *c, void *ctx) {
+    Block *b = ctx;
+    if (c->p >= c->end || *c->p != '{') return GIVE_UP;  /* elements other than objects: Arrow decides */
+    Link *l = &b->link;
+    l->path.seen = l->url.seen = l->alt.seen = l->title.seen = 0;
+    l->path.present = l->url.present = l->alt.present = l->title.present = 0;
+    int r = scan_object(c, link_key, l);
+    if (r) return r;
+    b->n_links++;
+    if (!l->path.present || l->path.value.len != (Py_ssize_t)(sizeof IMG_PATH - 1) ||
+        memcmp(l->path.value.data, IMG_PATH, sizeof IMG_PATH - 1) != 0)
+        return OK;
+    int32_t rec = b->record;
+    if (buf_put(&b->link_page, &rec, sizeof rec) < 0) return NOMEM;
+    if ((r = column_add(&b->url, l->url.value.data, l->url.value.len, l->url.present)) ||
+        (r = column_add(&b->alt, l->alt.value.data, l->alt.value.len, l->alt.present)) ||
+        (r = column_add(&b->title, l->title.value.data, l->title.value.len, l->title.present)))
+        return r == -2 ? GIVE_UP : NOMEM;
+    return OK;
+}
+
 static int scan_links(Cur *c, Block *b) {
     if (b->seen_links) return GIVE_UP;
     b->seen_links = 1;
-    if (c->p >= c->end || *c->p != '[') return GIVE_UP;
-    if (++c->depth > MAX_DEPTH) return GIVE_UP;
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
-        c->depth--;
-        return OK;
-    }
-    for (;;) {
-        if (c->p >= c->end || *c->p != '{') return GIVE_UP;  /* elements other than objects: Arrow decides */
-        Link *l = &b->link;
-        l->path.seen = l->url.seen = l->alt.seen = l->title.seen = 0;
-        l->path.present = l->url.present = l->alt.present = l->title.present = 0;
-        int r = scan_object(c, link_key, l);
-        if (r) return r;
-        b->n_links++;
-        if (l->path.present && l->path.value.len == (Py_ssize_t)(sizeof IMG_PATH - 1) &&
-            memcmp(l->path.value.data, IMG_PATH, sizeof IMG_PATH - 1) == 0) {
-            int32_t rec = b->record;
-            if (buf_put(&b->link_page, &rec, sizeof rec) < 0) return NOMEM;
-            if ((r = column_add(&b->url, l->url.value.data, l->url.value.len, l->url.present)) ||
-                (r = column_add(&b->alt, l->alt.value.data, l->alt.value.len, l->alt.present)) ||
-                (r = column_add(&b->title, l->title.value.data, l->title.value.len, l->title.present)))
-                return r == -2 ? GIVE_UP : NOMEM;
-        }
-        skip_ws(c);
-        if (c->p >= c->end) return GIVE_UP;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == ']') {
-            c->p++;
-            c->depth--;
-            return OK;
-        }
-        return GIVE_UP;
-    }
+    return scan_array(c, link_item, b);
 }
 
 /* An object-valued field of interest: an object (walked with `fn`); null or anything else is
@@ -463,45 +449,27 @@ static int meta_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len)
     return skip_value(c);
 }
 
+static int meta_item(Cur *c, void *ctx) {
+    Block *b = ctx;
+    if (c->p >= c->end || *c->p != '{') return GIVE_UP;
+    Meta *m = &b->meta;
+    m->name.seen = m->equiv.seen = m->content.seen = 0;
+    m->name.present = m->equiv.present = m->content.present = 0;
+    int r = scan_object(c, meta_key, m);
+    if (r) return r;
+    int32_t rec = b->record;
+    if (buf_put(&b->meta_page, &rec, sizeof rec) < 0) return NOMEM;
+    if ((r = column_add(&b->meta_name, m->name.value.data, m->name.value.len, m->name.present)) ||
+        (r = column_add(&b->meta_equiv, m->equiv.value.data, m->equiv.value.len, m->equiv.present)) ||
+        (r = column_add(&b->meta_content, m->content.value.data, m->content.value.len, m->content.present)))
+        return r == -2 ? GIVE_UP : NOMEM;
+    return OK;
+}
+
 static int scan_metas(Cur *c, Block *b) {
     if (b->seen_metas) return GIVE_UP;
     b->seen_metas = 1;
-    if (c->p >= c->end || *c->p != '[') return GIVE_UP;
-    if (++c->depth > MAX_DEPTH) return GIVE_UP;
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
-        c->depth--;
-        return OK;
-    }
-    for (;;) {
-        if (c->p >= c->end || *c->p != '{') return GIVE_UP;
-        Meta *m = &b->meta;
-        m->name.seen = m->equiv.seen = m->content.seen = 0;
-        m->name.present = m->equiv.present = m->content.present = 0;
-        int r = scan_object(c, meta_key, m);
-        if (r) return r;
-        int32_t rec = b->record;
-        if (buf_put(&b->meta_page, &rec, sizeof rec) < 0) return NOMEM;
-        if ((r = column_add(&b->meta_name, m->name.value.data, m->name.value.len, m->name.present)) ||
-            (r = column_add(&b->meta_equiv, m->equiv.value.data, m->equiv.value.len, m->equiv.present)) ||
-            (r = column_add(&b->meta_content, m->content.value.data, m->content.value.len, m->content.present)))
-            return r == -2 ? GIVE_UP : NOMEM;
-        skip_ws(c);
-        if (c->p >= c->end) return GIVE_UP;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == ']') {
-            c->p++;
-            c->depth--;
-            return OK;
-        }
-        return GIVE_UP;
-    }
+    return scan_array(c, meta_item, b);
 }
 
 static int head_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
