@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.stages.ingest.candidates import CandidateRules, FirstSeen, LinkBuffer, build_candidates, uids_of
+from curate.stages.ingest.candidates import (
+    CandidateRules,
+    FirstSeen,
+    LinkBuffer,
+    build_candidates,
+    hex_uids,
+    uid_digests,
+)
 from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
 from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
@@ -321,12 +328,12 @@ def test_odd_values_are_counted_not_crashing():
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1), st.text()), min_size=1, max_size=20))
-def test_uids_of_matches_make_uid(pairs):
+def test_column_uids_match_make_uid(pairs):
     pairs = [(u, t) for u, t in pairs if not any(0xD800 <= ord(c) <= 0xDFFF for c in u + t)]
     if not pairs:
         return
     urls, texts = zip(*pairs, strict=True)
-    got = uids_of(pa.array(urls), pa.array(texts)).to_pylist()
+    got = hex_uids(uid_digests(pa.array(urls), pa.array(texts))).to_pylist()
     assert got == [make_uid(u, t) for u, t in pairs]
 
 

@@ -406,11 +406,6 @@ def hex_uids(digests: list[bytes]) -> pa.Array:
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(hexed))
 
 
-def uids_of(url: pa.ChunkedArray | pa.Array, text: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """curate.uid.make_uid for every row."""
-    return hex_uids(uid_digests(url, text))
-
-
 class FirstSeen:
     """The uid digests met so far in one shard, so each exact (url, text) pair is kept once, at its
     first row in input order, while batches stream through (no shard-wide group-by at the end)."""

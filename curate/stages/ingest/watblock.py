@@ -71,6 +71,12 @@ def _lang_tokens(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(token, ""), pa.nulls(len(token), pa.string()), token)
 
 
+def _take_or_null(values: pa.Array, index: np.ndarray) -> pa.Array:
+    """values[index], null where index is negative."""
+    missing = index < 0
+    return values.take(pa.array(np.where(missing, 0, index), mask=missing))
+
+
 def _page_langs(n: int, header: pa.Array, meta_page: np.ndarray, name: pa.Array, equiv: pa.Array,
                 content: pa.Array) -> pa.Array:
     """Declared language of n pages: the first <meta http-equiv|name=content-language|language>
@@ -85,10 +91,9 @@ def _page_langs(n: int, header: pa.Array, meta_page: np.ndarray, name: pa.Array,
         hit_rows = np.flatnonzero(hit)
         if len(hit_rows):
             pages, first = np.unique(meta_page[hit_rows], return_index=True)
-            values = np.full(n, -1, dtype=np.int64)
-            values[pages] = hit_rows[first]
-            mask = values < 0
-            meta_lang = lang.take(pa.array(np.where(mask, 0, values), mask=mask))
+            row = np.full(n, -1, dtype=np.int64)
+            row[pages] = hit_rows[first]
+            meta_lang = _take_or_null(lang, row)
     return pc.coalesce(meta_lang, _lang_tokens(header))
 
 
@@ -129,8 +134,7 @@ def _block_langs(bodies: list[bytes]) -> pa.Array:
         return langs
     index = np.full(len(bodies), -1, dtype=np.int64)
     index[rows] = np.arange(len(rows))
-    missing = index < 0
-    return langs.take(pa.array(np.where(missing, 0, index), mask=missing))
+    return _take_or_null(langs, index)
 
 
 @dataclass
