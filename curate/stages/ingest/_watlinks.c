@@ -16,6 +16,11 @@
 
 #define MAX_DEPTH 512
 
+/* Results of the helpers: 0 ok, -1 memory error, 1 "not sure: let Arrow read it". */
+#define OK 0
+#define NOMEM (-1)
+#define GIVE_UP 1
+
 typedef struct {
     char *data;
     Py_ssize_t len, cap;
@@ -56,12 +61,12 @@ static int column_init(Column *c) {
 }
 
 static int column_add(Column *c, const char *s, Py_ssize_t n, int present) {
-    if (present && buf_put(&c->values, s, n) < 0) return -1;
-    if (c->values.len > INT32_MAX) return -2;
+    if (present && buf_put(&c->values, s, n) < 0) return NOMEM;
+    if (c->values.len > INT32_MAX) return GIVE_UP;  /* past int32 offsets: Arrow's reader copes */
     int32_t end = (int32_t)c->values.len;
     char v = (char)(present ? 1 : 0);
-    if (buf_put(&c->offsets, &end, sizeof end) < 0) return -1;
-    return buf_put(&c->valid, &v, 1);
+    if (buf_put(&c->offsets, &end, sizeof end) < 0 || buf_put(&c->valid, &v, 1) < 0) return NOMEM;
+    return OK;
 }
 
 static void column_free(Column *c) {
@@ -125,11 +130,6 @@ static int ends_in_language(const unsigned char *s, const unsigned char *end) {
         if ((end[i - 7] | 0x20) != word[i]) return 0;
     return 1;
 }
-
-/* Results of the scan helpers: 0 ok, -1 memory error, 1 "not sure: let Arrow read it". */
-#define OK 0
-#define NOMEM (-1)
-#define GIVE_UP 1
 
 static void skip_ws(Cur *c) {
     while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
@@ -371,6 +371,14 @@ static int read_field(Cur *c, Field *f) {
     return scan_string(c, &f->value, &escaped);
 }
 
+static void field_reset(Field *f) {
+    f->seen = f->present = 0;
+}
+
+static int column_add_field(Column *c, const Field *f) {
+    return column_add(c, f->value.data, f->value.len, f->present);
+}
+
 typedef struct {
     Field path, url, alt, title;
 } Link;
@@ -399,8 +407,9 @@ typedef struct {
     Field lang_header;    /* its HTTP Content-Language header */
     Link link;
     Meta meta;
-    int seen_envelope, seen_header, seen_payload, seen_response, seen_html, seen_links;
-    int seen_headers, seen_head, seen_metas;
+    struct {  /* keys of interest met in the current record: a second one goes to Arrow */
+        int envelope, header, payload, response, html, links, headers, head, metas;
+    } seen;
 } Block;
 
 static const char IMG_PATH[] = "IMG@/src";
@@ -409,8 +418,10 @@ static int link_item(Cur *c, void *ctx) {
     Block *b = ctx;
     if (c->p >= c->end || *c->p != '{') return GIVE_UP;  /* elements other than objects: Arrow decides */
     Link *l = &b->link;
-    l->path.seen = l->url.seen = l->alt.seen = l->title.seen = 0;
-    l->path.present = l->url.present = l->alt.present = l->title.present = 0;
+    field_reset(&l->path);
+    field_reset(&l->url);
+    field_reset(&l->alt);
+    field_reset(&l->title);
     int r = scan_object(c, link_key, l);
     if (r) return r;
     b->n_links++;
@@ -419,16 +430,13 @@ static int link_item(Cur *c, void *ctx) {
         return OK;
     int32_t rec = b->record;
     if (buf_put(&b->link_page, &rec, sizeof rec) < 0) return NOMEM;
-    if ((r = column_add(&b->url, l->url.value.data, l->url.value.len, l->url.present)) ||
-        (r = column_add(&b->alt, l->alt.value.data, l->alt.value.len, l->alt.present)) ||
-        (r = column_add(&b->title, l->title.value.data, l->title.value.len, l->title.present)))
-        return r == -2 ? GIVE_UP : NOMEM;
-    return OK;
+    if ((r = column_add_field(&b->url, &l->url)) || (r = column_add_field(&b->alt, &l->alt))) return r;
+    return column_add_field(&b->title, &l->title);
 }
 
 static int scan_links(Cur *c, Block *b) {
-    if (b->seen_links) return GIVE_UP;
-    b->seen_links = 1;
+    if (b->seen.links) return GIVE_UP;
+    b->seen.links = 1;
     return scan_array(c, link_item, b);
 }
 
@@ -453,22 +461,21 @@ static int meta_item(Cur *c, void *ctx) {
     Block *b = ctx;
     if (c->p >= c->end || *c->p != '{') return GIVE_UP;
     Meta *m = &b->meta;
-    m->name.seen = m->equiv.seen = m->content.seen = 0;
-    m->name.present = m->equiv.present = m->content.present = 0;
+    field_reset(&m->name);
+    field_reset(&m->equiv);
+    field_reset(&m->content);
     int r = scan_object(c, meta_key, m);
     if (r) return r;
     int32_t rec = b->record;
     if (buf_put(&b->meta_page, &rec, sizeof rec) < 0) return NOMEM;
-    if ((r = column_add(&b->meta_name, m->name.value.data, m->name.value.len, m->name.present)) ||
-        (r = column_add(&b->meta_equiv, m->equiv.value.data, m->equiv.value.len, m->equiv.present)) ||
-        (r = column_add(&b->meta_content, m->content.value.data, m->content.value.len, m->content.present)))
-        return r == -2 ? GIVE_UP : NOMEM;
-    return OK;
+    if ((r = column_add_field(&b->meta_name, &m->name)) || (r = column_add_field(&b->meta_equiv, &m->equiv)))
+        return r;
+    return column_add_field(&b->meta_content, &m->content);
 }
 
 static int scan_metas(Cur *c, Block *b) {
-    if (b->seen_metas) return GIVE_UP;
-    b->seen_metas = 1;
+    if (b->seen.metas) return GIVE_UP;
+    b->seen.metas = 1;
     return scan_array(c, meta_item, b);
 }
 
@@ -480,7 +487,7 @@ static int head_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len)
 static int html_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
     Block *b = ctx;
     if (KEY_IS("Links")) return scan_links(c, b);
-    if (KEY_IS("Head")) return nested(c, b, &b->seen_head, head_key);
+    if (KEY_IS("Head")) return nested(c, b, &b->seen.head, head_key);
     return skip_value(c);
 }
 
@@ -492,14 +499,14 @@ static int headers_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t l
 
 static int response_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
     Block *b = ctx;
-    if (KEY_IS("HTML-Metadata")) return nested(c, b, &b->seen_html, html_key);
-    if (KEY_IS("Headers")) return nested(c, b, &b->seen_headers, headers_key);
+    if (KEY_IS("HTML-Metadata")) return nested(c, b, &b->seen.html, html_key);
+    if (KEY_IS("Headers")) return nested(c, b, &b->seen.headers, headers_key);
     return skip_value(c);
 }
 
 static int payload_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
     Block *b = ctx;
-    if (KEY_IS("HTTP-Response-Metadata")) return nested(c, b, &b->seen_response, response_key);
+    if (KEY_IS("HTTP-Response-Metadata")) return nested(c, b, &b->seen.response, response_key);
     return skip_value(c);
 }
 
@@ -511,14 +518,14 @@ static int header_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t le
 
 static int envelope_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
     Block *b = ctx;
-    if (KEY_IS("WARC-Header-Metadata")) return nested(c, b, &b->seen_header, header_key);
-    if (KEY_IS("Payload-Metadata")) return nested(c, b, &b->seen_payload, payload_key);
+    if (KEY_IS("WARC-Header-Metadata")) return nested(c, b, &b->seen.header, header_key);
+    if (KEY_IS("Payload-Metadata")) return nested(c, b, &b->seen.payload, payload_key);
     return skip_value(c);
 }
 
 static int top_key(Cur *c, void *ctx, const unsigned char *key, Py_ssize_t len) {
     Block *b = ctx;
-    if (KEY_IS("Envelope")) return nested(c, b, &b->seen_envelope, envelope_key);
+    if (KEY_IS("Envelope")) return nested(c, b, &b->seen.envelope, envelope_key);
     return skip_value(c);
 }
 
@@ -597,10 +604,9 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         c.depth = 0;
         c.mentions_language = 0;
         b.record = (int32_t)i;
-        b.target.seen = b.target.present = 0;
-        b.lang_header.seen = b.lang_header.present = 0;
-        b.seen_envelope = b.seen_header = b.seen_payload = b.seen_response = b.seen_html = b.seen_links = 0;
-        b.seen_headers = b.seen_head = b.seen_metas = 0;
+        field_reset(&b.target);
+        field_reset(&b.lang_header);
+        memset(&b.seen, 0, sizeof b.seen);
         Mark names = column_mark(&b.meta_name), equivs = column_mark(&b.meta_equiv),
              contents = column_mark(&b.meta_content);
         Py_ssize_t meta_pages = b.meta_page.len;
@@ -623,10 +629,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
             b.meta_page.len = meta_pages;
             b.lang_header.present = 0;
         }
-        int col = column_add(&page, b.target.value.data, b.target.value.len, b.target.present);
-        if (!col)
-            col = column_add(&header, b.lang_header.value.data, b.lang_header.value.len, b.lang_header.present);
-        if (col) r = col == -2 ? GIVE_UP : NOMEM;
+        if ((r = column_add_field(&page, &b.target)) == OK) r = column_add_field(&header, &b.lang_header);
     }
     PyObject *result = NULL;
     if (r == NOMEM) {
