@@ -59,6 +59,11 @@ BLOCKED_URLS = [
     "http://255.255.255.255/a.jpg",
     "http://[fe80::1]/a.jpg",  # link-local
     "http://[fc00::1]/a.jpg",  # unique local
+    "http://168.63.129.16/machine?comp=goalstate",  # Azure WireServer: Python calls it global
+    "http://2822734096/machine",  # the same, decimal
+    "http://[::ffff:168.63.129.16]/machine",
+    "http://[fec0::1]/a.jpg",  # deprecated site-local: Python calls it global
+    "http://[feff:ffff::1]/a.jpg",
     "http://999.0.0.1/a.jpg",  # malformed numeric
     "http://0x100000000/a.jpg",
     "file:///etc/passwd",
@@ -93,7 +98,7 @@ def _settings(allow: list[str] | None = None) -> FetchSettings:
                          allow=parse_allow_list(allow or []))
 
 
-@pytest.mark.fault("download", "hostile URLs: loopback/private/link-local/multicast/reserved addresses in decimal, octal, hex, short, IPv6, IPv4-mapped, userinfo and percent-encoded spellings; non-http schemes", "status blocked_address; no DNS lookup or connection attempted")  # noqa: E501 - one row of docs/reliability.md
+@pytest.mark.fault("download", "hostile URLs: loopback/private/link-local/multicast/reserved/site-local (fec0::/10) addresses and Azure's WireServer (168.63.129.16) in decimal, octal, hex, short, IPv6, IPv4-mapped, userinfo and percent-encoded spellings; non-http schemes", "status blocked_address; no DNS lookup or connection attempted")  # noqa: E501 - one row of docs/reliability.md
 @pytest.mark.parametrize("url", BLOCKED_URLS)
 def test_blocked_spellings_refused_without_connection(url: str, no_network: list[tuple]) -> None:
     with pytest.raises(FetchFailure) as info:
@@ -124,8 +129,10 @@ def _fake_dns(answers: dict[str, list[str]]) -> DnsCache:
 
 @pytest.mark.fault("download", "a host name resolving to a private (or mixed public/private) address", "status blocked_address; never connected")  # noqa: E501 - one row of docs/reliability.md
 def test_name_resolving_to_private_or_mixed_is_blocked(no_network: list[tuple]) -> None:
-    dns = _fake_dns({"rebind.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "127.0.0.1"]})
-    for url in ("http://rebind.example/a.jpg", "http://mixed.example/a.jpg"):
+    dns = _fake_dns({"rebind.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "127.0.0.1"],
+                     "wire.example": ["168.63.129.16"], "site.example": ["2606:4700::1111", "fec0::5"]})
+    for url in ("http://rebind.example/a.jpg", "http://mixed.example/a.jpg", "http://wire.example/machine",
+                "http://site.example/a.jpg"):
         with pytest.raises(BlockedAddress):
             vet_url(url, (), dns)
     assert no_network == []

@@ -29,6 +29,13 @@ ALLOWED_SCHEMES = ("http", "https")
 _NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 # 64:ff9b::/96 (NAT64) carries an IPv4 address in its low 32 bits; Python calls it global.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Python calls these global, yet they are not the public internet: Azure's WireServer answers every
+# VM at this address (host-internal, hands out VM configuration), and fec0::/10 is the deprecated
+# IPv6 site-local range (RFC 3879), routed inside sites like a private range.
+_NOT_PUBLIC: tuple[tuple[IPNetwork, str], ...] = (
+    (ipaddress.ip_network("168.63.129.16/32"), "Azure WireServer (host-internal)"),
+    (ipaddress.ip_network("fec0::/10"), "site-local"),
+)
 
 
 class BlockedAddress(Exception):
@@ -115,6 +122,9 @@ def forbidden_reason(ip: IPAddress) -> str | None:
     for attr in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_unspecified", "is_reserved"):
         if getattr(ip, attr):
             return f"{ip} is {attr[3:].replace('_', '-')}"
+    for net, what in _NOT_PUBLIC:
+        if ip.version == net.version and ip in net:
+            return f"{ip} is {what}"
     if not ip.is_global:
         return f"{ip} is not globally routable"
     return None
