@@ -4,7 +4,9 @@
         server.url("/a.jpg")
 
 Routes can set status, headers, a delay before responding, a slow "drip" of the body, a
-Content-Length that lies (truncated bodies), or redirects. `serve_directory` serves files.
+Content-Length that lies (truncated bodies), or redirects; `raw` replaces the whole response by
+bytes written verbatim, piece by piece (a status line dripped byte by byte, endless `100 Continue`,
+a chunk-size line that never ends). `serve_directory` serves files.
 The server counts requests per path and the most requests in flight at once, so tests can
 check politeness limits.
 """
@@ -17,7 +19,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +37,10 @@ class Route:
     drip_seconds: float = 0.0  # spread the body over this long, in small pieces
     declared_length: int | None = None  # Content-Length to announce (default: len(body))
     send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    # Instead of a response: pieces written verbatim and flushed one by one, `raw_interval` s apart,
+    # until the iterable ends or the client hangs up (an endless generator drips for ever).
+    raw: Callable[[], Iterable[bytes]] | None = None
+    raw_interval: float = 0.0
 
 
 def redirect(location: str, status: int = 302) -> Route:
@@ -114,6 +120,13 @@ class LocalHTTPServer:
             route = Route(status=404, body=b"not found", content_type="text/plain")
         if route.delay:
             time.sleep(route.delay)
+        if route.raw is not None:
+            finish()
+            for piece in route.raw():
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                time.sleep(route.raw_interval)
+            return
         handler.send_response(route.status)
         if route.content_type:
             handler.send_header("Content-Type", route.content_type)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -201,6 +203,38 @@ def test_per_host_concurrency_and_rate(tmp_path: Path) -> None:
                                _config(per_host_rate=20.0, thread_count=8, timeout=5))
         assert stats["counts"] == {"success": 11}
         assert time.monotonic() - started >= 0.45  # 11 requests at 20/s: 10 intervals of 50 ms
+
+
+def _drip(head: bytes, then: bytes) -> Iterator[bytes]:
+    """`head` a byte at a time, then `then` for ever: each piece well inside the request timeout."""
+    return itertools.chain((head[i : i + 1] for i in range(len(head))), itertools.repeat(then))
+
+
+_IMAGE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+_CHUNKED_HEAD = _IMAGE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+# Servers that never finish a response but never pause long: a socket timeout (per recv) never fires.
+DRIP_ROUTES = {
+    "/status-line": Route(raw=lambda: _drip(b"HTTP/1.1 200 ", b"O"), raw_interval=0.05),
+    "/header": Route(raw=lambda: _drip(_IMAGE_HEAD + b"X-Slow: ", b"a"), raw_interval=0.05),
+    "/continue": Route(raw=lambda: itertools.repeat(b"HTTP/1.1 100 Continue\r\n\r\n"), raw_interval=0.05),
+    "/chunk-size": Route(raw=lambda: _drip(_CHUNKED_HEAD + b"1", b"0"), raw_interval=0.05),
+    "/chunked-body": Route(raw=lambda: _drip(_CHUNKED_HEAD, b"1\r\nx\r\n"), raw_interval=0.05),
+}
+
+
+@pytest.mark.fault("download", "a status line, headers or a chunk-size line dripped for ever, or endless `100 Continue`", "each request ends at its `timeout` (status failed_to_download, error timeout), not at shard_timeout")  # noqa: E501 - one row of docs/reliability.md
+def test_request_deadline_covers_status_headers_and_chunks(tmp_path: Path) -> None:
+    with serve_routes(DRIP_ROUTES) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url(p) for p in DRIP_ROUTES])
+        started = time.monotonic()
+        # Before one deadline covered every read, these ran until shard_timeout.
+        stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, len(DRIP_ROUTES))],
+                               _config(timeout=0.5, shard_timeout=30.0))
+        elapsed = time.monotonic() - started
+    assert elapsed < 10.0, f"requests ran {elapsed:.1f}s with a 0.5s timeout"
+    assert stats["counts"] == {"failed_to_download": len(DRIP_ROUTES)}
+    assert stats["errors"] == {"failed_to_download: timeout": len(DRIP_ROUTES)}
 
 
 @pytest.mark.fault("download", "a shard that would outlast its deadline", "the shard ends at the deadline; unfinished samples get status timeout")  # noqa: E501 - one row of docs/reliability.md

@@ -2,13 +2,15 @@
 
 http.client is driven directly (not urllib/requests) so that: the socket connects to the address
 that `vet_url` checked while Host/SNI carry the name; every redirect hop is vetted again; the
-total time of a request — connect, headers and a slowly dripping body — is bounded by one
-deadline; and reading stops as soon as the body passes the byte cap.
+total time of a request — connect, status line, headers (`100 Continue` included), chunk-size
+lines and body, however slowly each drips — is bounded by one deadline; and reading stops as soon as the body passes the byte cap.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import socket
 import ssl
 import time
@@ -53,12 +55,62 @@ class FetchSettings:
     allow: tuple[IPNetwork, ...]
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The response side of a socket, with the socket timeout set to the time left before every recv.
+
+    A socket timeout bounds one recv, so a server dripping a byte just inside it (status line,
+    headers, endless `100 Continue`, chunk-size lines) would hold a plain reader for ever; here
+    every recv gets only what is left of the request's deadline, so all of them together end by it.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        # Reads go through the socket's own SocketIO: it holds a reference that keeps the socket
+        # open after the connection closes its end (Connection: close), as http.client expects.
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int | None:  # type: ignore[override]
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline reached")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What HTTPResponse is given instead of the socket: it only calls makefile("rb")."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None, *, deadline: float) -> None:
+        super().__init__(_DeadlineSocket(sock, deadline), debuglevel, method, url)  # type: ignore[arg-type]
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to the vetted address; `host` still names the site for the Host header."""
 
-    def __init__(self, target: Target, timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
+    def __init__(self, target: Target, deadline: float) -> None:
+        super().__init__(target.host, target.port, timeout=_remaining(deadline))
         self._ip = target.ip
+        # Status line, headers and body are all read through the deadline-bound reader.
+        self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)  # type: ignore[assignment]
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self._ip, self.port), self.timeout)
@@ -68,9 +120,10 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """TLS to the vetted address, with SNI and certificate checks against the host name."""
 
-    def __init__(self, target: Target, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(target.host, target.port, timeout=timeout, context=context)
+    def __init__(self, target: Target, deadline: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=_remaining(deadline), context=context)
         self._ip = target.ip
+        self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)  # type: ignore[assignment]
 
     def connect(self) -> None:
         sock = socket.create_connection((self._ip, self.port), self.timeout)
@@ -103,18 +156,15 @@ def _looks_like_non_image(content_type: str) -> bool:
     return main in _NON_IMAGE_MAIN_TYPES or any(word in sub for word in _NON_IMAGE_SUBTYPE_WORDS)
 
 
-def _read_body(response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float,
-               max_bytes: int) -> bytes:
+def _read_body(response: http.client.HTTPResponse, max_bytes: int) -> bytes:
     length = response.getheader("Content-Length")
     if length and length.strip().isdigit() and int(length) > max_bytes:
         raise FetchFailure("failed_to_download", f"image larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
     while True:
-        if conn.sock is not None:
-            conn.sock.settimeout(_remaining(deadline))
-        # read1 returns what has arrived instead of blocking until the chunk is full, so a slowly
-        # dripping body is checked against the deadline piece by piece.
+        # read1 returns what has arrived instead of blocking until the chunk is full, so the byte
+        # cap is checked piece by piece; the deadline is enforced by the reader under it.
         chunk = response.read1(READ_CHUNK)
         if not chunk:
             break
@@ -122,18 +172,16 @@ def _read_body(response: http.client.HTTPResponse, conn: http.client.HTTPConnect
         if total > max_bytes:
             raise FetchFailure("failed_to_download", f"image larger than {max_bytes} bytes")
         chunks.append(chunk)
-        _remaining(deadline)  # a body dripping in just under the socket timeout still ends here
     return b"".join(chunks)
 
 
 def _request_once(target: Target, settings: FetchSettings, deadline: float) -> tuple[int, http.client.HTTPMessage,
                                                                                        bytes | None, str | None]:
     """Returns (status, headers, body or None, redirect location or None)."""
-    timeout = _remaining(deadline)
     if target.scheme == "https":
-        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(target, timeout, _ssl_context())
+        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(target, deadline, _ssl_context())
     else:
-        conn = _PinnedHTTPConnection(target, timeout)
+        conn = _PinnedHTTPConnection(target, deadline)
     try:
         conn.request("GET", target.path, headers={
             "User-Agent": settings.user_agent,
@@ -141,8 +189,6 @@ def _request_once(target: Target, settings: FetchSettings, deadline: float) -> t
             "Accept-Encoding": "identity",
             "Connection": "close",
         })
-        if conn.sock is not None:
-            conn.sock.settimeout(_remaining(deadline))
         response = conn.getresponse()
         status = response.status
         headers = response.msg
@@ -157,7 +203,7 @@ def _request_once(target: Target, settings: FetchSettings, deadline: float) -> t
         content_type = response.getheader("Content-Type") or ""
         if _looks_like_non_image(content_type):
             raise FetchFailure("failed_to_download", f"not an image: content-type {content_type.split(';')[0]}")
-        return status, headers, _read_body(response, conn, deadline, settings.max_bytes), None
+        return status, headers, _read_body(response, settings.max_bytes), None
     finally:
         conn.close()
 
