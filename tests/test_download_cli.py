@@ -74,3 +74,32 @@ def test_cli_without_candidates_is_a_pool_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["download", "--pool", str(tmp_path / "empty")])
     assert isinstance(result.exception, PoolError)
     assert "curate ingest" in str(result.exception)
+
+
+@pytest.mark.fault("download", "`curate download` in-process (CURATE_EXECUTOR=local) against a server dripping headers for ever", "the command exits right after its summary: no fetch thread outlives its request deadline")  # noqa: E501 - one row of docs/reliability.md
+def test_cli_exits_promptly_when_a_server_drips_for_ever(tmp_path: Path) -> None:
+    import itertools
+    import os
+    import subprocess
+    import sys
+
+    def drip() -> itertools.chain[bytes]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: "
+        return itertools.chain([head], itertools.repeat(b"a"))
+
+    routes = {"/fast.jpg": Route(_jpeg(1), content_type="image/jpeg"),
+              "/drip.jpg": Route(raw=drip, raw_interval=0.05)}
+    with serve_routes(routes) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _candidates(pool, [server.url("/fast.jpg"), server.url("/drip.jpg")])
+        config = tmp_path / "pipeline.yaml"
+        # The shard's deadline (2 s) comes before the request's: the fetch thread still reading the
+        # drip must end with it, or the interpreter waits for that thread at exit for ever.
+        config.write_text(f"pool: {pool.url}\ndownload:\n  timeout: 30\n  shard_timeout: 2\n  retries: 0\n")
+        env = {**os.environ, "CURATE_EXECUTOR": "local"}
+        done = subprocess.run([sys.executable, "-m", "curate", "download", "--pool", pool.url, "--config",
+                               str(config), "--allow-address", "127.0.0.1"], capture_output=True, text=True,
+                              env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "success rate 50.0%" in done.stdout + done.stderr
+    assert pool.read_report("download")["totals"]["counts"] == {"success": 1, "timeout": 1}
