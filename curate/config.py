@@ -47,9 +47,13 @@ class DownloadConfig(Section):
         "webdataset", description="shards/<id>.tar (+ .parquet), or image bytes in the .parquet's jpg column")
     samples_per_shard: int = Field(10_000, ge=1, description="candidates per download shard")
     retries: int = Field(2, ge=0, description="extra attempts for transient failures (timeouts, resets, 5xx, 429)")
-    timeout: float = Field(10.0, gt=0, description="hard seconds per request: connect, headers and body together")
+    # Finite and bounded: the deadlines feed socket and thread waits, which overflow on .inf or
+    # anything past threading.TIMEOUT_MAX, failing every shard.
+    timeout: float = Field(10.0, gt=0, le=86_400, allow_inf_nan=False,
+                           description="hard seconds per request: connect, headers and body together (at most 1 day)")
     shard_timeout: float = Field(
-        3600.0, gt=0, description="seconds per shard; samples unfinished by then get status timeout")
+        3600.0, gt=0, le=2_592_000, allow_inf_nan=False,
+        description="seconds per shard; samples unfinished by then get status timeout (at most 30 days)")
     thread_count: int = Field(64, ge=1, description="concurrent fetches per shard task")
     user_agent_token: str = Field(
         "curate", min_length=1, pattern=r"^[A-Za-z0-9._-]+$",

@@ -48,3 +48,22 @@ def test_uid_is_deterministic_and_npy_roundtrips():
     assert arr.dtype.names == ("f0", "f1")
     back = npy_array_to_uids(arr)
     assert sorted(back) == sorted(uids) and back == sorted(uids)  # sorted by (hi, lo) == hex order
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("shard_timeout: .inf", "download.shard_timeout: Input should be a finite number"),
+        ("shard_timeout: .nan", "download.shard_timeout: Input should be a finite number"),
+        ("shard_timeout: 1.0e+12", "download.shard_timeout: Input should be less than or equal to 2592000"),
+        ("timeout: .inf", "download.timeout: Input should be a finite number"),
+    ],
+)
+@pytest.mark.fault("config", "download.shard_timeout / timeout of .inf, .nan or past what a thread wait can take", "one-line config error naming the key, instead of an OverflowError failing every shard")  # noqa: E501 - one row of docs/reliability.md
+def test_download_timeouts_must_be_finite(tmp_path, value, expected):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"pool: /p\ndownload:\n  {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path)
+    assert f"p.yaml:3: {expected}" in str(info.value)
+    assert "\n" not in str(info.value)

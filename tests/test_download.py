@@ -251,6 +251,16 @@ def test_shard_timeout_marks_remaining_samples(tmp_path: Path) -> None:
     assert stats["counts"] == {"success": 1, "timeout": 1}
 
 
+def test_longest_allowed_timeouts_work(tmp_path: Path) -> None:
+    """The largest timeout / shard_timeout the config accepts still fit every socket and thread wait."""
+    with serve_routes({"/a.jpg": Route(JPEG, content_type="image/jpeg")}) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url("/a.jpg"), server.url("/gone.jpg")])
+        config = _config(timeout=86_400, shard_timeout=2_592_000)
+        stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, 2)], config)
+    assert stats["counts"] == {"success": 1, "failed_to_download": 1}
+
+
 def test_parquet_output_format(tmp_path: Path) -> None:
     with serve_routes({"/a.jpg": Route(JPEG, content_type="image/jpeg")}) as server:
         pool = Pool(str(tmp_path / "pool"))

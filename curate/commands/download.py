@@ -35,7 +35,7 @@ def download_command(
                      "the parquet's jpg column)."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.001, help="Hard seconds per request (default 10).")
+        float | None, typer.Option("--timeout", min=0.001, max=86_400, help="Hard seconds per request (default 10).")
     ] = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,

@@ -3,7 +3,8 @@
 http.client is driven directly (not urllib/requests) so that: the socket connects to the address
 that `vet_url` checked while Host/SNI carry the name; every redirect hop is vetted again; the
 total time of a request — connect, status line, headers (`100 Continue` included), chunk-size
-lines and body, however slowly each drips — is bounded by one deadline; and reading stops as soon as the body passes the byte cap.
+lines and body, however slowly each drips — is bounded by one deadline; and reading stops as
+soon as the body passes the byte cap.
 """
 
 from __future__ import annotations
