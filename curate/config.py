@@ -54,6 +54,8 @@ class DownloadConfig(Section):
     shard_timeout: float = Field(
         3600.0, gt=0, le=2_592_000, allow_inf_nan=False,
         description="seconds per shard; samples unfinished by then get status timeout (at most 30 days)")
+    overwrite_worse: bool = Field(
+        False, description="let a rerun replace a finished shard with one holding fewer successful images")
     thread_count: int = Field(64, ge=1, description="concurrent fetches per shard task")
     user_agent_token: str = Field(
         "curate", min_length=1, pattern=r"^[A-Za-z0-9._-]+$",

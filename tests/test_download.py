@@ -328,6 +328,65 @@ def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeyp
         assert download.run(pool, config, quiet=True)["shards_run_now"] == 0
 
 
+@pytest.mark.fault("download", "markers deleted (or --rerun) and the stage re-run while the image server is down", "each finished shard that would get fewer successes is kept as it was and the run says so; --overwrite-worse replaces it; a sample opted out since is never kept")  # noqa: E501 - one row of docs/reliability.md
+def test_rerun_never_silently_replaces_a_better_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    images = {f"/{i}.jpg": _encode("JPEG", (40 + i, 30)) for i in range(6)}
+    mode = {"down": False, "noai": ""}
+
+    def route(path: str) -> Route | None:
+        if mode["down"]:
+            return Route(b"down", status=503, content_type="text/plain")
+        headers = {"X-Robots-Tag": "noai"} if path == mode["noai"] else {}
+        return Route(images[path], content_type="image/jpeg", headers=headers) if path in images else None
+
+    with serve_routes(route) as server:
+        pool = Pool(str(tmp_path / "pool"))
+        _write_candidates(pool, [server.url(p) for p in images])
+        config = _config(samples_per_shard=3)
+        assert download.run(pool, config, quiet=True)["success_rate"] == 1.0
+        good = {sid: (pool.read_bytes(f"shards/{sid}.tar"), pool.read_bytes(f"shards/{sid}.parquet"))
+                for sid in list_shards(pool)}
+
+        mode["down"] = True
+        pool.remove("_done/download", recursive=True)  # what a user deleting markers does
+        report = download.run(pool, config)
+        assert report["success_rate"] == 1.0 and report["totals"]["counts"] == {"success": 6}
+        assert report["shards_run_now"] == 2 and report["kept_earlier_shards"] == ["00000000", "00000001"]
+        assert "kept 2 earlier shard(s) (00000000, 00000001): this run got 0 successful images where they " \
+               "hold 6; pass --overwrite-worse" in " ".join(capsys.readouterr().err.split())
+        for sid, files in good.items():
+            assert (pool.read_bytes(f"shards/{sid}.tar"), pool.read_bytes(f"shards/{sid}.parquet")) == files
+            assert pool.read_json(f"_done/download/{sid}.json")["counts"] == {"success": 3}
+        report = download.run(pool, config, rerun=True, quiet=True)
+        assert report["kept_earlier_shards"] == ["00000000", "00000001"] and report["success_rate"] == 1.0
+        assert [s["image"] for sid in list_shards(pool) for s in iter_shard_samples(pool, sid)] == [
+            s["image"] for sid in good for s in iter_shard_samples(pool, sid)]
+
+        # The owner of /1.jpg opted out since: that shard is replaced even though it loses images.
+        mode.update(down=False, noai="/1.jpg")
+        server_503 = {"/0.jpg", "/2.jpg"}
+        real_route = route
+
+        def partly_down(path: str) -> Route | None:
+            if path in server_503:
+                return Route(b"down", status=503, content_type="text/plain")
+            return real_route(path)
+
+        server.routes = partly_down
+        report = download.run(pool, config, rerun=True, quiet=True)
+        assert report["kept_earlier_shards"] == []
+        assert read_shard_table(pool, "00000000").column("status").to_pylist() == [
+            "failed_to_download", "opted_out", "failed_to_download"]
+
+        server.routes = route
+        mode.update(down=True, noai="")
+        report = download.run(pool, config.model_copy(update={"overwrite_worse": True}), rerun=True, quiet=True)
+        assert report["kept_earlier_shards"] == [] and report["success_rate"] == 0.0
+        assert list(iter_shard_samples(pool, "00000001")) == []
+
+
 def test_shard_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
     """ShardWriter builds tar headers itself (speed); the bytes must equal tarfile's, long/unicode names too."""
     import tarfile

@@ -39,6 +39,10 @@ def download_command(
     ] = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
+    overwrite_worse: Annotated[
+        bool, typer.Option("--overwrite-worse", help="Let a rerun replace a finished shard even when the new "
+                           "one holds fewer successful images (default: keep the earlier shard and say so).")
+    ] = False,
 ) -> None:
     """Download the images of candidates/*.parquet into shards/.
 
@@ -51,7 +55,9 @@ def download_command(
     keep_ratio_largest, only if bigger, jpg) and stored in shards/ID.tar with their caption and
     metadata. Settings come from the `download:` section of --config; the flags override it.
 
-    A rerun skips finished shards and completes only the missing ones. Exit status is non-zero
+    A rerun skips finished shards and completes only the missing ones. A shard done again (its
+    marker deleted, or --rerun) that would hold fewer successful images than the one already
+    written keeps the earlier shard and says so, unless --overwrite-worse. Exit status is non-zero
     when a shard failed. See docs/download.md.
     """
     from curate.config import DownloadConfig, load_pipeline
@@ -64,7 +70,7 @@ def download_command(
         section = load_pipeline(config).download or section
     overrides: dict[str, Any] = {
         "samples_per_shard": samples_per_shard, "thread_count": thread_count, "image_size": image_size,
-        "output_format": output_format, "timeout": timeout,
+        "output_format": output_format, "timeout": timeout, "overwrite_worse": overwrite_worse or None,
     }
     updates = {k: v for k, v in overrides.items() if v is not None}
     if updates:

@@ -44,9 +44,18 @@ def run(
     successes = int(totals.get("successes", 0))
     rate = successes / samples if samples else 0.0
     result.report["success_rate"] = round(rate, 6)
+    kept = sorted(sid for sid in result.ran if "kept_earlier" in result.done.get(sid, {}))
+    result.report["kept_earlier_shards"] = kept
     pool.write_report(DOWNLOAD_STAGE, result.report)
     if not quiet:
         console.print(f"[download] success rate {rate:.1%} ({successes:,} of {samples:,} samples "
                       f"in {result.report['shards_done']} shards)")
+        if kept:
+            fewer = sum(result.done[sid]["kept_earlier"]["successes_this_run"] for sid in kept)
+            before = sum(result.done[sid]["kept_earlier"]["successes_kept"] for sid in kept)
+            names = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
+            console.print(f"[yellow][download] kept {len(kept)} earlier shard(s) ({names}): this run got "
+                          f"{fewer:,} successful images where they hold {before:,}; pass --overwrite-worse "
+                          f"(download.overwrite_worse) to replace them[/yellow]")
     result.raise_for_failures()
     return result.report

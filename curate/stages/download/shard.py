@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from curate import __version__
 from curate.config import DownloadConfig
 from curate.pool import Pool
-from curate.shards import SampleRow, ShardWriter
+from curate.shards import SHARD_DIR, SampleRow, ShardWriter
 from curate.stages.download.addresses import DnsCache, parse_allow_list
 from curate.stages.download.fetch import FetchFailure, FetchSettings, fetch_image
 from curate.stages.download.images import ImageProcessor, ImageRejected
@@ -29,6 +29,9 @@ from curate.stages.download.politeness import HostLimiter
 CANDIDATE_COLUMNS = ("uid", "url", "text")
 OPTIONAL_COLUMNS = ("page_url",)
 RETRY_BACKOFF_S = 0.2
+# A sample that was a success before and now has one of these statuses was withdrawn (an owner's
+# opt-out, an address now blocked): that wins over keeping the earlier shard.
+_WITHDRAWN = frozenset({"opted_out", "blocked_address"})
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,9 @@ def download_shard(pool: Pool, shard_id: str, segments: list[Segment], config: D
             row = SampleRow(key=keys[i], uid=uids[i], url=urls[i] or "", caption=captions[i], status="timeout",
                             error_message=f"shard_timeout of {config.shard_timeout}s reached")
         writer.add(row)
+    kept = earlier_shard_to_keep(pool, shard_id, writer.rows, config)
+    if kept is not None:
+        return kept
     stats = shard_stats(writer.rows)
     end_wall = time.time()
     # The _stats.json also carries img2dataset's field names, so tools reading those keep working.
@@ -166,6 +172,43 @@ def download_shard(pool: Pool, shard_id: str, segments: list[Segment], config: D
         "start_time": start_wall, "end_time": end_wall, "duration": round(end_wall - start_wall, 3),
     })
     return stats
+
+
+def earlier_shard_to_keep(pool: Pool, shard_id: str, rows: list[SampleRow],
+                          config: DownloadConfig) -> dict[str, Any] | None:
+    """The stats of the shard already written, when this run's `rows` must not replace it.
+
+    A rerun over a finished shard (its marker deleted, or --rerun) while the image hosts are down
+    would otherwise swap good images for failures without a word. The earlier shard is kept when it
+    holds the same candidates, in the configured output format, with more successes, unless
+    `overwrite_worse` is set or a sample it has was opted out or blocked since. None: write `rows`.
+    """
+    if config.overwrite_worse:
+        return None
+    parquet_rel, stats_rel = f"{SHARD_DIR}/{shard_id}.parquet", f"{SHARD_DIR}/{shard_id}_stats.json"
+    if not (pool.exists(parquet_rel) and pool.exists(stats_rel)):
+        return None
+    if config.output_format == "webdataset" and not pool.exists(f"{SHARD_DIR}/{shard_id}.tar"):
+        return None
+    try:
+        earlier = pool.read_json(stats_rel)
+        with pool.open(parquet_rel) as fh:
+            pf = pq.ParquetFile(fh)
+            has_images = "jpg" in pf.schema_arrow.names
+            table = pf.read(columns=["uid", "status"])
+    except (OSError, ValueError, pa.ArrowException):
+        return None  # unreadable: nothing worth keeping
+    if has_images != (config.output_format == "parquet") or not isinstance(earlier, dict):
+        return None
+    statuses = table.column("status").to_pylist()
+    before = statuses.count("success")
+    now = sum(r.status == "success" for r in rows)
+    if before <= now or table.column("uid").to_pylist() != [r.uid for r in rows]:
+        return None
+    if any(old == "success" and r.status in _WITHDRAWN for old, r in zip(statuses, rows, strict=True)):
+        return None
+    kept = {k: earlier[k] for k in ("samples", "counts", "errors", "successes", "bytes_stored") if k in earlier}
+    return {**kept, "kept_earlier": {"shards": 1, "successes_kept": before, "successes_this_run": now}}
 
 
 def shard_stats(rows: list[SampleRow]) -> dict[str, Any]:
