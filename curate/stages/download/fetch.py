@@ -110,12 +110,14 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, target: Target, deadline: float) -> None:
         super().__init__(target.host, target.port, timeout=_remaining(deadline))
         self._ip = target.ip
+        self._deadline = deadline
         # Status line, headers and body are all read through the deadline-bound reader.
         self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)  # type: ignore[assignment]
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = socket.create_connection((self._ip, self.port), _remaining(self._deadline))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(_remaining(self._deadline))  # sending the request gets what connect left
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -124,12 +126,17 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, target: Target, deadline: float, context: ssl.SSLContext) -> None:
         super().__init__(target.host, target.port, timeout=_remaining(deadline), context=context)
         self._ip = target.ip
+        self._deadline = deadline
         self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)  # type: ignore[assignment]
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        sock = socket.create_connection((self._ip, self.port), _remaining(self._deadline))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The handshake (bounded as a whole by the socket timeout) and then the request each get
+        # only what is left, so connect + handshake + send together stay within the deadline.
+        sock.settimeout(_remaining(self._deadline))
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock.settimeout(_remaining(self._deadline))
 
 
 _SSL_CONTEXT: ssl.SSLContext | None = None
