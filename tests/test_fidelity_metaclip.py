@@ -160,6 +160,10 @@ def test_documented_examples() -> None:
     assert match("normalized", "かわいいねこ", ["ねこ"]) == []  # a spaced language by default ("*")
     assert match("metaclip2", "東京タワー です", ["東京タワー"]) == [0]  # left unpadded, right padded
     assert match("metaclip2", "\u3000dog", ["dog"]) == [0] and match("metaclip", "\u3000dog", ["dog"]) == []
+    assert match("metaclip2", "夜晚的城市景色", ["城市"]) == [0]
+    assert match("metaclip2", "かわいい ねこ", ["ねこ"]) == [0]
+    assert match("metaclip2", "C++11 code", ["C++"]) == [0] and match("metaclip", "C++11 code", ["C++"]) == []
+    assert match("normalized", "猫，狗", ["猫"]) == [0]
     assert match("metaclip", "a dog", ["dog", "dog"]) == [1]  # the later duplicate takes the pattern
     assert match("normalized", "a dog", ["dog", "dog"]) == [0, 1]
 
