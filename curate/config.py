@@ -219,10 +219,20 @@ class BalanceConfig(Section):
     reference_language: str = Field("en", description="per-language metadata: t (or p) is set for this "
                                     "language; the others get the t with the same tail fraction")
     language_scorer: str = Field("language", description="scores/<name>/ whose lang column routes captions")
+    rule: Literal["auto", "metaclip", "metaclip2", "normalized"] = Field(
+        "auto", description="matching rule: metaclip (MetaCLIP's substr_matching), metaclip2 (MetaCLIP 2's), "
+        "normalized (curate's: whitespace runs collapsed, entries spaced, full-width punctuation); auto: "
+        "metaclip for one metadata file, metaclip2 for a per-language folder")
     unspaced_languages: list[str] = Field(
         default_factory=lambda: ["zh", "ja", "th", "km", "lo", "my", "bo", "yue", "wuu"],
-        description="languages matched without space padding (MetaCLIP 2)")
+        description="rule normalized only: languages matched without space padding")
     lowercase: bool = Field(False, description="match case-insensitively (MetaCLIP matches case-sensitively)")
+    language_map: dict[str, str] = Field(
+        default_factory=dict, description="per-language metadata: language-id code -> metadata file name "
+        "(MetaCLIP 2's lid_to_wiki); a code mapped to \"N/A\", an empty code, or one with no metadata file "
+        "goes to other_language")
+    other_language: str = Field("other", description="per-language metadata: the file (<name>.txt/.json) that "
+                                "captions of unmapped languages are matched against, if the folder has it")
 
     @model_validator(mode="after")
     def _one_threshold(self) -> BalanceConfig:

@@ -60,10 +60,19 @@ TABLE = pa.table({
         ({"not": {"column": "score", "lt": 0.3}}, [False, True, True, True, True, True]),
         ({"any": [{"column": "lang", "eq": "fr"}, {"column": "n", "le": 1}]}, [True, False, False, False, True, False]),
         ({"all": [{"column": "lang", "eq": "en"}, {"column": "n", "ge": 3}]}, [False, False, True, False, False, True]),
-        # Nulls are excluded from N (5 values); n = int(5 * 0.4) = 2: the 2nd highest is 0.5, so both 0.5s stay.
+        # DataComp counts the null in N (6 values): n = int(6 * 0.4) = 2, threshold = index 2 of the
+        # descending sort [0.9, 0.5, 0.5, 0.3, 0.1, nan] = 0.5, so both 0.5s stay.
         ({"column": "score", "top_fraction": 0.4}, [False, True, False, False, True, True]),
-        ({"column": "score", "bottom_fraction": 0.4}, [True, False, False, True, False, False]),
-        ({"column": "score", "top_fraction": 0.1}, [False] * 6),
+        # n = int(6 * 0.5) = 3: index 3 = 0.3.
+        ({"column": "score", "top_fraction": 0.5}, [False, True, False, True, True, True]),
+        # Ascending [0.1, 0.3, 0.5, 0.5, 0.9, nan], index 2 = 0.5.
+        ({"column": "score", "bottom_fraction": 0.4}, [True, True, False, True, False, True]),
+        # n = 0: threshold = the maximum, which is still kept.
+        ({"column": "score", "top_fraction": 0.1}, [False, False, False, False, True, False]),
+        ({"column": "score", "top_fraction": 0.0}, [False, False, False, False, True, False]),
+        # n = 5 reaches the NaN: `score >= nan` keeps nothing.
+        ({"column": "score", "top_fraction": 0.9}, [False] * 6),
+        # n = N: DataComp's index is out of range; curate keeps every row with a score.
         ({"column": "score", "top_fraction": 1.0}, [True, True, False, True, True, True]),
     ],
 )
@@ -79,18 +88,18 @@ def test_dedup_flag_removes_only_flagged_uids() -> None:
 
 
 def test_datacomp_fraction_semantics_with_ties() -> None:
-    """DataComp: n = int(N f); threshold = n-th highest (sorted descending, index n-1); keep >= threshold."""
+    """DataComp: n = int(N f); threshold = -np.sort(-scores)[n] (the (n+1)-th highest); keep >= threshold."""
     rng = np.random.default_rng(3)
     scores = rng.choice(np.array([0.1, 0.2, 0.25, 0.3, 0.3, 0.3, 0.4], np.float32), size=1001)
     table = pa.table({"uid": [f"{i:032x}" for i in range(len(scores))], "s": scores})
-    for fraction in (0.05, 0.3, 0.5, 0.77):
+    for fraction in (0.0, 0.05, 0.3, 0.5, 0.77):
         n = int(len(scores) * fraction)
-        datacomp_threshold = -np.sort(-scores)[n - 1]
+        datacomp_threshold = -np.sort(-scores)[n]
         expected = scores >= datacomp_threshold
         spec = _spec({"column": "s", "top_fraction": fraction})
         keep = apply_to_table(spec, _cutoffs(spec, [table]), table)
         assert (keep == expected).all()
-        assert keep.sum() >= n  # ties at the threshold are all kept
+        assert keep.sum() >= n + 1  # ties at the threshold are all kept
 
 
 def test_survivors_fraction_ranks_only_rows_passing_earlier_conditions() -> None:
@@ -98,11 +107,11 @@ def test_survivors_fraction_ranks_only_rows_passing_earlier_conditions() -> None
                       "s": [float(i) for i in range(10)]})
     pool_wide = _spec({"column": "ok", "eq": True}, {"column": "s", "top_fraction": 0.5})
     survivors = _spec({"column": "ok", "eq": True}, {"column": "s", "top_fraction": 0.5, "within": "survivors"})
-    # Whole pool: threshold = 5th highest of 0..9 = 5, and no ok row reaches it.
+    # Whole pool: n = 5, threshold = 6th highest of 0..9 = 4, and no ok row reaches it.
     assert apply_to_table(pool_wide, _cutoffs(pool_wide, [table]), table).sum() == 0
-    # Survivors 0..3: n = 2, threshold = 2 -> rows 2 and 3.
+    # Survivors 0..3: n = 2, threshold = 3rd highest = 1 -> rows 1, 2 and 3.
     keep = apply_to_table(survivors, _cutoffs(survivors, [table]), table)
-    assert np.flatnonzero(keep).tolist() == [2, 3]
+    assert np.flatnonzero(keep).tolist() == [1, 2, 3]
 
 
 def test_funnel_counts_alone_in_order_and_unique() -> None:

@@ -37,8 +37,9 @@ def _frame(pool: Pool) -> pd.DataFrame:
 
 
 def _top(scores: pd.Series, fraction: float) -> float:
+    # DataComp's get_threshold: the value at index n of the descending sort, i.e. the (n+1)-th highest.
     n = int(len(scores) * fraction)
-    return -np.sort(-scores.to_numpy())[n - 1]
+    return -np.sort(-scores.to_numpy())[n]
 
 
 def _reference(df: pd.DataFrame, name: str) -> set[str]:
@@ -50,7 +51,7 @@ def _reference(df: pd.DataFrame, name: str) -> set[str]:
         "datacomp_basic": basic,
         "clip_b32_threshold": df.clip_b32_similarity_score >= np.float32(0.25),
         "clip_l14_top30": df.clip_l14_similarity_score >= _top(df.clip_l14_similarity_score, 0.3),
-        "laion2b": (df.lang == "en") & (df.clip_b32_similarity_score >= np.float32(0.28)),
+        "laion2b_fasttext": (df.lang == "en") & (df.clip_b32_similarity_score >= np.float32(0.28)),
         "dfn_top15": df.clip_dfn_similarity_score >= _top(df.clip_dfn_similarity_score, 0.15),
         "datacomp_basic_dedup_clip30": ~df.is_dup & basic
         & (df.clip_l14_similarity_score >= _top(df.clip_l14_similarity_score, 0.3)),
@@ -122,7 +123,7 @@ def test_on_ray_exact_and_approximate(pool_dir: str, ray_runtime: object) -> Non
 def test_cli_filter_and_spec_validate(pool_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURATE_EXECUTOR", "local")
     runner = CliRunner()
-    ok = runner.invoke(app, ["spec", "validate", str(FILTERS / "laion2b.yaml"), "--pool", pool_dir])
+    ok = runner.invoke(app, ["spec", "validate", str(FILTERS / "laion2b_fasttext.yaml"), "--pool", pool_dir])
     assert ok.exit_code == 0, ok.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nconditions:\n  - {column: nope, gt: 1}\n")
@@ -131,7 +132,7 @@ def test_cli_filter_and_spec_validate(pool_dir: str, tmp_path: Path, monkeypatch
     result = runner.invoke(app, ["spec", "validate", str(bad), "--pool", pool_dir])
     assert isinstance(result.exception, ConfigError)
     assert f"{bad}:3: conditions[0].column: unknown column 'nope'" in str(result.exception)
-    done = runner.invoke(app, ["filter", "--pool", pool_dir, "--spec", str(FILTERS / "laion2b.yaml"),
+    done = runner.invoke(app, ["filter", "--pool", pool_dir, "--spec", str(FILTERS / "laion2b_fasttext.yaml"),
                                "--name", "laion_cli"])
     assert done.exit_code == 0, done.output
     assert Pool(pool_dir).exists("subsets/laion_cli/uids.npy")

@@ -54,6 +54,22 @@ def balance_command(
         bool | None,
         typer.Option("--lowercase/--case-sensitive", help="Match case-insensitively (MetaCLIP: case-sensitive)."),
     ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option("--rule", help="Matching rule: metaclip (MetaCLIP's substr_matching), metaclip2 (MetaCLIP "
+                     "2's), normalized (curate's: whitespace runs collapsed, entries spaced, full-width "
+                     "punctuation spaced), or auto (default: metaclip for one file, metaclip2 for a folder)."),
+    ] = None,
+    language_map: Annotated[
+        list[str] | None,
+        typer.Option("--language-map", help="Per-language metadata: CODE=FILE routes language-id code CODE to "
+                     "metadata FILE (CODE=N/A: to --other-language); repeatable."),
+    ] = None,
+    other_language: Annotated[
+        str | None,
+        typer.Option("--other-language", help="Per-language metadata: the file that captions of languages "
+                     "without their own file are matched against (default 'other', if the folder has it)."),
+    ] = None,
     config: ConfigOpt = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
@@ -61,12 +77,12 @@ def balance_command(
     """Balance a pool's captions over metadata entries, the MetaCLIP way, on Ray.
 
     Pass 1 matches every successful caption of the download shards (optionally only a subset's)
-    against the metadata with MetaCLIP's substring rule (punctuation spaced out, whitespace
-    normalised, " entry " in " caption "; no padding for zh, ja, th, … as in MetaCLIP 2), using
-    one Aho-Corasick automaton shared by all workers, and counts c_e per entry. Pass 2 keeps a
-    sample with probability 1 − ∏(1 − min(1, t/c_e)) over its entries, drawing hash(uid, seed),
-    so the result does not depend on sharding or workers. Writes balanced/NAME/uids.npy (DataComp
-    format), uids.parquet, entry_counts.parquet and report.json, and prints what was kept.
+    against the metadata with MetaCLIP's substring rule (by default exactly MetaCLIP's, or MetaCLIP
+    2's for a per-language folder; see --rule), using one Aho-Corasick automaton shared by all
+    workers, and counts c_e per entry. Pass 2 keeps a sample with probability 1 − ∏(1 − min(1, t/c_e))
+    over its entries, drawing hash(uid, seed), so the result does not depend on sharding or workers.
+    Writes balanced/NAME/uids.npy (DataComp format), uids.parquet, entry_counts.parquet,
+    samples/<shard>.parquet (uid → entry ids, keep probability) and report.json.
     Finished shards are skipped on a re-run unless metadata, subset, t or seed changed.
     """
     from pydantic import ValidationError
@@ -83,8 +99,15 @@ def balance_command(
         key: value for key, value in {
             "metadata": metadata, "seed": seed, "name": name, "subset": subset,
             "keep_unmatched": keep_unmatched, "reference_language": reference_language, "lowercase": lowercase,
+            "rule": rule, "other_language": other_language,
         }.items() if value is not None
     }
+    if language_map:
+        pairs = [item.split("=", 1) for item in language_map]
+        bad = [item for item, pair in zip(language_map, pairs, strict=True) if len(pair) != 2 or not pair[0]]
+        if bad:
+            raise ConfigError(f"--language-map {bad[0]!r}: expected CODE=FILE")
+        updates["language_map"] = {code: target for code, target in pairs}
     base = section.model_dump()
     if t is not None or tail_fraction is not None:
         # A flag replaces the config's threshold of either kind.

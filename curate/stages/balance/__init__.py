@@ -2,7 +2,8 @@
 
 Entry point `run(pool, config)`: pass 1 (Ray tasks over download shards) builds the inverted index
 and the global counts c_e; t is fixed per language; pass 2 (Ray tasks) draws each sample; the
-driver writes balanced/<name>/{uids.npy, uids.parquet, entry_counts.parquet, report.json}.
+driver writes balanced/<name>/{uids.npy, uids.parquet, entry_counts.parquet, report.json}; pass 2 writes
+balanced/<name>/samples/<shard>.parquet (uid → entry ids, keep probability, kept) for online balancing.
 Both passes resume from completion markers; a change of metadata, rule, subset, t or seed makes
 the affected pass run again (its inputs are fingerprinted).
 """
@@ -26,7 +27,7 @@ from curate.pool import Pool
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import list_shards
-from curate.stages.balance.matching import SharedMatcher, build_matcher
+from curate.stages.balance.matching import Rule, SharedMatcher, build_matcher
 from curate.stages.balance.metadata import ALL_LANGUAGES, Metadata, load_metadata
 from curate.stages.balance.passes import MatchSettings, SampleSettings, match_shard, sample_shard
 from curate.stages.balance.sampling import entry_probabilities, p_to_t, t_to_p
@@ -54,6 +55,13 @@ def _subset_uids(pool: Pool, subset: str | None) -> tuple[pa.Array | None, str]:
     for buf in ordered.buffers()[1:]:
         h.update(memoryview(buf))
     return uids, f"{rel}:{h.hexdigest()}"
+
+
+def resolve_rule(rule: str, meta: Metadata) -> Rule:
+    """"auto": MetaCLIP's rule for one metadata file, MetaCLIP 2's for a per-language folder."""
+    if rule == "auto":
+        return "metaclip2" if meta.per_language else "metaclip"
+    return rule  # type: ignore[return-value]
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -153,15 +161,18 @@ def run(
     meta = load_metadata(config.metadata)
     _check_inputs(pool, meta, config, shards)
     unspaced = tuple(config.unspaced_languages)
+    rule = resolve_rule(config.rule, meta)
     build_start = time.time()
-    matcher, first_ids = build_matcher(meta.entries, unspaced_languages=unspaced, lowercase=config.lowercase)
+    matcher, first_ids = build_matcher(meta.entries, unspaced_languages=unspaced, lowercase=config.lowercase,
+                                       rule=rule)
     build_seconds = time.time() - build_start
     if not quiet:
         console.print(f"[balance] {meta.total:,} entries in {len(meta.entries)} language(s) from {meta.source}; "
                       f"automaton built in {build_seconds:.1f}s")
     subset_uids, subset_key = _subset_uids(pool, config.subset)
-    match_fp = _fingerprint(meta.fingerprint(), unspaced, config.lowercase, subset_key,
-                            config.language_scorer if meta.per_language else None)
+    routing = (config.language_scorer, config.language_map, config.other_language) if meta.per_language else None
+    match_fp = _fingerprint(meta.fingerprint(), rule, unspaced if rule == "normalized" else None, config.lowercase,
+                            subset_key, routing)
     reset = _reset_if_changed(pool, match_stage, f"{work}/match.json", match_fp, rerun)
 
     use_ray = os.environ.get("CURATE_EXECUTOR") != "local"
@@ -170,7 +181,8 @@ def run(
 
         ensure_ray(ray_address)
     match_settings = MatchSettings(SharedMatcher(matcher, match_fp, use_ray), work, meta.per_language,
-                                   config.language_scorer, subset_uids)
+                                   config.language_scorer, subset_uids, dict(config.language_map),
+                                   config.other_language)
     run_stage(match_stage, pool, match_shard, {s: None for s in shards}, match_settings,
               ray_address=ray_address, quiet=quiet).raise_for_failures()
 
@@ -187,12 +199,16 @@ def run(
 
     sample_fp = _fingerprint(match_fp, {k: v["t"] for k, v in thresholds.items()}, config.seed, config.keep_unmatched)
     _reset_if_changed(pool, sample_stage, f"{work}/sample.json", sample_fp, rerun or reset)
-    sample_settings = SampleSettings(q, config.seed, config.keep_unmatched, work)
+    sample_settings = SampleSettings(q, config.seed, config.keep_unmatched, work, out_dir)
     sample_result = run_stage(sample_stage, pool, sample_shard, {s: None for s in shards}, sample_settings,
                               ray_address=ray_address, quiet=quiet)
     sample_result.raise_for_failures()
 
     # Only this run's shards: a pool whose shard list changed may hold stale work files.
+    current = {f"{s}.parquet" for s in shards}
+    for name in pool.listdir(out_dir, "samples"):
+        if name not in current:
+            pool.remove(f"{out_dir}/samples/{name}")
     kept = pa.concat_arrays([pool.read_parquet(f"{work}/kept/{s}.parquet", ["uid"])["uid"].combine_chunks()
                              for s in shards])
     kept = pc.take(kept, pc.sort_indices(kept))
@@ -246,6 +262,7 @@ def _report(cfg: BalanceConfig, meta: Metadata, thresholds: dict, counts: np.nda
     return {
         "name": cfg.name,
         "metadata": meta.source,
+        "rule": resolve_rule(cfg.rule, meta),
         "entries": {lang: len(e) for lang, e in meta.entries.items()},
         "blank_entries_skipped": meta.blank_lines_skipped,
         "per_language": meta.per_language,

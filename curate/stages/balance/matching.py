@@ -1,41 +1,68 @@
 """MetaCLIP's substring rule, implemented with Aho-Corasick over whole batches of captions.
 
-The rule (MetaCLIP `substr_matching`, extended as MetaCLIP 2 does for unspaced scripts):
-- a caption and an entry are *spaced*: each of PUNCTUATION gets a space on both sides, every run
-  of whitespace (anything `str.isspace`) becomes one space, ends are stripped;
-- in a language written with spaces, an entry matches when " entry " occurs in " caption " — so a
-  match always covers whole space-delimited tokens; in a language written without spaces (zh, ja,
-  th, …) there is no padding and the spaced entry is a plain substring of the spaced caption.
-
-Entries are spaced like captions (MetaCLIP spaces only captions, so its entries that contain one
-of PUNCTUATION could never match; here "St. Louis" matches "St. Louis"). Matching is
-case-sensitive as in MetaCLIP unless `lowercase` is set.
+Three rules (`rule`, docs/balance.md "The matching rule"):
+- "metaclip" — MetaCLIP's metaclip/substr_matching.py: the caption is wrapped as f" {text} ", each
+  of METACLIP_PUNCTUATION gets a space on both sides, tab, newline and carriage return become spaces (nothing else:
+  no collapsing of runs, no other whitespace); entries are used raw as f" {entry} ". So an entry
+  containing one of that punctuation can never match, and neither can "hot dog" in "hot  dog".
+- "metaclip2" — MetaCLIP 2's metaclip/curation/substr_matching.py: the caption is first
+  `str.strip()`ped, then spaced as above; an entry gets a space on its left unless its first
+  character is CJK-or-similar (CJK ideographs and radicals, Thai, Lao, Burmese, Khmer, Tibetan, or
+  punctuation: `string.punctuation` plus MetaCLIP 2's full-width list), and on its right likewise
+  for its last character. Kana are not in those ranges: "ねこ" is padded and needs spaces around it.
+- "normalized" — curate's own: caption and entry are both spaced with PUNCTUATION (MetaCLIP's plus
+  the full-width `，。；：？！`), every whitespace run (`str.isspace`) becomes one space, ends are
+  stripped; in a language of `unspaced_languages` there is no padding at all (a plain substring),
+  elsewhere " entry " must occur in " caption ".
+With the MetaCLIP rules several entries that give the same pattern behave as in pyahocorasick's
+`add_word`: the last one replaces the others, which never match; "normalized" counts them all.
+Matching is case-sensitive as in MetaCLIP unless `lowercase` is set.
 
 Speed: captions are spaced with pyarrow regex kernels (no Python per caption), joined into one
-string with "\n" between them ("\n" is whitespace, so it never survives spacing and no pattern
-contains it: a match cannot straddle two captions), and the automaton scans that string once; the
-hits' end offsets are mapped back to captions with numpy.
+string with a newline between them (spacing removes newlines from captions and no pattern contains one, so a
+match cannot straddle two captions), and the automaton scans that string once; the hits' end
+offsets are mapped back to captions with numpy.
 """
 
 from __future__ import annotations
 
 import itertools
+import string
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# MetaCLIP's list, plus their full-width forms, which CJK-era captions use in the same role.
-PUNCTUATION = ",.;:?!`，。；：？！"
+Rule = Literal["metaclip", "metaclip2", "normalized"]
+RULES: tuple[str, ...] = ("metaclip", "metaclip2", "normalized")
+
+# The characters MetaCLIP (both versions) puts spaces around in captions.
+METACLIP_PUNCTUATION = ",.;:?!`"
+# "normalized" rule: MetaCLIP's list plus their full-width forms (not MetaCLIP's rule: a deviation).
+PUNCTUATION = METACLIP_PUNCTUATION + "，。；：？！"
+# MetaCLIP 2's is_punctuation: string.punctuation plus its `additional_punctuation`.
+METACLIP2_EXTRA_PUNCTUATION = "，。、；：？！“”‘’（）【】《》〈〉「」『』～—"
+# MetaCLIP 2's is_cjk_or_similar code point ranges (inclusive).
+METACLIP2_UNSPACED_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF), (0x2CEB0, 0x2EBEF), (0xF900, 0xFAFF), (0x2E80, 0x2EFF), (0x2F00, 0x2FDF),
+    (0x2FF0, 0x2FFF),  # CJK
+    (0x0E00, 0x0E7F), (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x0F00, 0x0FFF),  # th lo my km bo
+)
 # Exactly the characters Python's str.isspace() accepts, so the reference rule (`str.split`) and
 # the RE2 kernel agree.
 WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 
-_PUNCT_RE = "([" + "".join(f"\\x{{{ord(c):x}}}" for c in PUNCTUATION) + "])"
+def _class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+
+
+_PUNCT_RE = "(" + _class(PUNCTUATION) + ")"
+_METACLIP_PUNCT_RE = "(" + _class(METACLIP_PUNCTUATION) + ")"
 _SPACE_RE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]+"
 _SEPARATOR = "\n"
 
@@ -72,12 +99,44 @@ def brute_force_match(caption: str, entries: list[str], *, spaced: bool = True, 
     return out
 
 
+def is_cjk_or_similar(char: str) -> bool:
+    """MetaCLIP 2's test for an entry's first/last character: no space padding on that side."""
+    code = ord(char)
+    if any(lo <= code <= hi for lo, hi in METACLIP2_UNSPACED_RANGES):
+        return True
+    return char in string.punctuation or char in METACLIP2_EXTRA_PUNCTUATION
+
+
+def entry_pattern(entry: str, rule: Rule, *, spaced: bool = True, lowercase: bool = False) -> str:
+    """The string an entry must occur as in the spaced, padded caption ("" if it can never match)."""
+    if lowercase:
+        entry = entry.lower()
+    if rule == "normalized":
+        e = spacing_reference(entry)
+        return (f" {e} " if spaced else e) if e else ""
+    if not entry or "\n" in entry:  # spaced captions hold no "\n"
+        return ""
+    if rule == "metaclip":
+        return f" {entry} "
+    left = "" if is_cjk_or_similar(entry[0]) else " "
+    right = "" if is_cjk_or_similar(entry[-1]) else " "
+    return f"{left}{entry}{right}"
+
+
 # ---------------------------------------------------------------------------- vectorised spacing
-def spacing(texts: pa.Array | pa.ChunkedArray, lowercase: bool = False) -> pa.Array:
-    """spacing_reference over a whole column with pyarrow kernels; nulls become ""."""
+def spacing(texts: pa.Array | pa.ChunkedArray, lowercase: bool = False, rule: Rule = "normalized") -> pa.Array:
+    """The caption before padding, over a whole column with pyarrow kernels; nulls become "".
+    "normalized": spacing_reference; the MetaCLIP rules: their spacing() of the caption (MetaCLIP 2:
+    after str.strip()) without the two pad spaces, which LanguageMatcher.match adds."""
     arr = pc.fill_null(texts.cast(pa.string()), "")
     if lowercase:
         arr = pc.utf8_lower(arr)
+    if rule != "normalized":
+        if rule == "metaclip2":
+            arr = pc.utf8_trim(arr, characters=WHITESPACE)  # Python's str.strip()
+        arr = pc.replace_substring_regex(arr, pattern=_METACLIP_PUNCT_RE, replacement=" \\1 ")
+        arr = pc.replace_substring_regex(arr, pattern="[\t\n\r]", replacement=" ")
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     arr = pc.replace_substring_regex(arr, pattern=_PUNCT_RE, replacement=" \\1 ")
     arr = pc.replace_substring_regex(arr, pattern=_SPACE_RE, replacement=" ")
     arr = pc.utf8_trim(arr, characters=" ")
@@ -93,7 +152,7 @@ class LanguageMatcher:
     indexes a CSR table (group_offsets, group_entries) of the global entry ids it stands for."""
 
     automaton: Any
-    spaced: bool
+    spaced: bool  # captions are padded with one space each side (always, under the MetaCLIP rules)
     group_offsets: np.ndarray  # int64[n_patterns + 1]
     group_entries: np.ndarray  # int32[sum]
     n_entries: int
@@ -128,17 +187,26 @@ class LanguageMatcher:
 
 
 def build_language_matcher(
-    entries: list[str], first_id: int, *, spaced: bool, lowercase: bool = False
+    entries: list[str], first_id: int, *, spaced: bool, lowercase: bool = False, rule: Rule = "normalized"
 ) -> LanguageMatcher:
     """Automaton over one language's entries; global ids are first_id + position."""
-    spaced_entries = spacing(pa.array(entries, pa.string()), lowercase).to_pylist()
     by_pattern: dict[str, list[int]] = {}
     n_empty = 0
-    for i, e in enumerate(spaced_entries):
-        if not e:
-            n_empty += 1
-            continue
-        by_pattern.setdefault(f" {e} " if spaced else e, []).append(first_id + i)
+    if rule == "normalized":
+        spaced_entries = spacing(pa.array(entries, pa.string()), lowercase).to_pylist()
+        for i, e in enumerate(spaced_entries):
+            if not e:
+                n_empty += 1
+                continue
+            by_pattern.setdefault(f" {e} " if spaced else e, []).append(first_id + i)
+    else:
+        spaced = True
+        for i, entry in enumerate(entries):
+            pattern = entry_pattern(entry, rule, lowercase=lowercase)
+            if not pattern:
+                n_empty += 1
+                continue
+            by_pattern[pattern] = [first_id + i]  # as add_word: a repeated pattern keeps the last entry
     automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
     offsets = np.zeros(len(by_pattern) + 1, np.int64)
     flat: list[int] = []
@@ -159,9 +227,13 @@ class Matcher:
 
     languages: dict[str, LanguageMatcher] = field(default_factory=dict)
     lowercase: bool = False
+    rule: Rule = "normalized"
+
+    def space(self, captions: pa.Array | pa.ChunkedArray) -> pa.Array:
+        return spacing(captions, self.lowercase, self.rule)
 
     def match(self, captions: pa.Array | pa.ChunkedArray, language: str = "*") -> tuple[np.ndarray, np.ndarray]:
-        return self.languages[language].match(spacing(captions, self.lowercase))
+        return self.languages[language].match(self.space(captions))
 
 
 def build_matcher(
@@ -169,16 +241,18 @@ def build_matcher(
     *,
     unspaced_languages: tuple[str, ...] | list[str] = DEFAULT_UNSPACED_LANGUAGES,
     lowercase: bool = False,
+    rule: Rule = "normalized",
 ) -> tuple[Matcher, dict[str, int]]:
     """Build every language's automaton; returns the matcher and each language's first entry id
-    (entry ids are global: languages are numbered one after another in the given order)."""
-    matcher = Matcher(lowercase=lowercase)
+    (entry ids are global: languages are numbered one after another in the given order).
+    `unspaced_languages` applies to the "normalized" rule only."""
+    matcher = Matcher(lowercase=lowercase, rule=rule)
     first_ids: dict[str, int] = {}
     next_id = 0
     for lang, entries in entries_by_language.items():
         first_ids[lang] = next_id
         matcher.languages[lang] = build_language_matcher(
-            entries, next_id, spaced=lang not in set(unspaced_languages), lowercase=lowercase
+            entries, next_id, spaced=lang not in set(unspaced_languages), lowercase=lowercase, rule=rule
         )
         next_id += len(entries)
     return matcher, first_ids

@@ -1,16 +1,17 @@
 """The two per-shard passes of balancing, run as Ray tasks by curate.runner.run_stage.
 
 Pass 1 (match): the shard's successful captions (optionally only a subset's uids) are matched
-against the metadata; writes `<work>/matches/<shard>.parquet` (uid, lang, entry_ids
-list<int32>: the inverted index) and `<work>/counts/<shard>.parquet` (entry_id, count).
+against the metadata; writes `<work>/matches/<shard>.parquet` (uid, lang, metadata_language,
+entry_ids list<int32>) and `<work>/counts/<shard>.parquet` (entry_id, count).
 Pass 2 (sample): with global counts turned into entry probabilities q, decides each sample;
-writes `<work>/kept/<shard>.parquet` (uid) and `<work>/entry_stats/<shard>.parquet` (entry_id,
-expected, actual).
+writes the documented per-sample table `<out>/samples/<shard>.parquet` (the inverted index uid →
+entry_ids, with each sample's keep probability and decision), `<work>/kept/<shard>.parquet` (uid)
+and `<work>/entry_stats/<shard>.parquet` (entry_id, expected, actual).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,25 @@ import pyarrow.compute as pc
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import read_shard_table
-from curate.stages.balance.matching import SharedMatcher, spacing
+from curate.stages.balance.matching import SharedMatcher
 from curate.stages.balance.metadata import ALL_LANGUAGES
 from curate.stages.balance.sampling import keep_probabilities, uniform_draws
 
-MATCHES_SCHEMA = pa.schema([("uid", pa.string()), ("lang", pa.string()), ("entry_ids", pa.list_(pa.int32()))])
+MATCHES_SCHEMA = pa.schema([("uid", pa.string()), ("lang", pa.string()), ("metadata_language", pa.string()),
+                            ("entry_ids", pa.list_(pa.int32()))])
+SAMPLES_SCHEMA = pa.schema([*MATCHES_SCHEMA, ("keep_probability", pa.float64()), ("kept", pa.bool_())])
+NOT_AVAILABLE = "N/A"
+
+
+def route_language(code: str, languages: set[str] | frozenset[str], language_map: dict[str, str],
+                   other: str) -> str | None:
+    """The metadata language a caption of language-id `code` is matched against (MetaCLIP 2's
+    lid_langcode_to_metadata_langcode: mapped through language_map; "" or "N/A" go to `other`),
+    extended: a code whose metadata file is missing also goes to `other`; None if that is missing too."""
+    target = language_map.get(code, code)
+    if target in ("", NOT_AVAILABLE) or target not in languages:
+        target = other
+    return target if target in languages else None
 
 
 @dataclass
@@ -34,6 +49,8 @@ class MatchSettings:
     per_language: bool
     language_scorer: str
     subset_uids: pa.Array | None
+    language_map: dict[str, str] = field(default_factory=dict)
+    other_language: str = "other"
 
 
 @dataclass
@@ -42,6 +59,7 @@ class SampleSettings:
     seed: int
     keep_unmatched: bool
     work_dir: str
+    out_dir: str = ""
 
 
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -79,14 +97,24 @@ def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings
     row_parts: list[np.ndarray] = []
     entry_parts: list[np.ndarray] = []
     covered = np.zeros(n, bool)
-    # Only languages present in this shard: MetaCLIP 2 metadata has hundreds.
-    present = sorted(set(pc.unique(lang).drop_null().to_pylist()) & set(matcher.languages))
-    for code in present:
-        lang_matcher = matcher.languages[code]
-        rows = np.flatnonzero(pc.fill_null(pc.equal(lang, code), False).to_numpy(zero_copy_only=False))
+    routed = np.full(n, None, object)
+    # Only codes present in this shard (MetaCLIP 2 metadata has hundreds of languages), grouped by
+    # the metadata language they route to.
+    targets: dict[str, list[str]] = {}
+    available = frozenset(matcher.languages)
+    for code in sorted(pc.unique(lang).drop_null().to_pylist()):
+        target = code if not settings.per_language else route_language(
+            code, available, settings.language_map, settings.other_language)
+        if target is not None:
+            targets.setdefault(target, []).append(code)
+    for target, codes in sorted(targets.items()):
+        lang_matcher = matcher.languages[target]
+        in_codes = pc.is_in(lang, value_set=pa.array(codes, pa.string()))
+        rows = np.flatnonzero(pc.fill_null(in_codes, False).to_numpy(zero_copy_only=False))
         covered[rows] = True
+        routed[rows] = target
         captions = table["caption"].take(pa.array(rows))
-        local_rows, entries = lang_matcher.match(spacing(captions, matcher.lowercase))
+        local_rows, entries = lang_matcher.match(matcher.space(captions))
         row_parts.append(rows[local_rows])
         entry_parts.append(entries)
     rows_all = np.concatenate(row_parts) if row_parts else np.empty(0, np.int64)
@@ -105,7 +133,8 @@ def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings
     counts["matched"] = int((per_row > 0).sum())
     counts["unmatched"] = int(((per_row == 0) & covered).sum())
 
-    matches = pa.table({"uid": table["uid"], "lang": lang, "entry_ids": entry_ids}, schema=MATCHES_SCHEMA)
+    matches = pa.table({"uid": table["uid"], "lang": lang, "metadata_language": pa.array(routed.tolist(), pa.string()),
+                        "entry_ids": entry_ids}, schema=MATCHES_SCHEMA)
     pool.write_parquet(f"{settings.work_dir}/matches/{shard_id}.parquet", matches)
     ids, per_entry = np.unique(entries_all, return_counts=True)
     pool.write_parquet(
@@ -131,6 +160,9 @@ def sample_shard(pool: Pool, shard_id: str, payload: Any, settings: SampleSettin
     expected = np.bincount(inverse, weights=p_keep[parents], minlength=ids.size)
     actual = np.bincount(inverse, weights=keep[parents].astype(np.float64), minlength=ids.size)
 
+    samples = matches.append_column("keep_probability", pa.array(p_keep, pa.float64()))
+    samples = samples.append_column("kept", pa.array(keep, pa.bool_()))
+    pool.write_parquet(f"{settings.out_dir}/samples/{shard_id}.parquet", samples.cast(SAMPLES_SCHEMA))
     pool.write_parquet(f"{settings.work_dir}/kept/{shard_id}.parquet", matches.select(["uid"]).filter(pa.array(keep)))
     pool.write_parquet(
         f"{settings.work_dir}/entry_stats/{shard_id}.parquet",

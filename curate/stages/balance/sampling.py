@@ -2,9 +2,11 @@
 
 - entry probability q_e = min(1, t / c_e): an entry matched by at most t samples keeps them all;
 - a sample matching entries E keeps with probability 1 − ∏_{e∈E} (1 − q_e);
-- tail fraction (MetaCLIP 2): the share of all matches that fall on tail entries (c_e < t),
-  t_to_p(t, c) = Σ_{c_e<t} c_e / Σ c_e; p_to_t(p, c) picks the t whose tail fraction is closest
-  to p over the thresholds the observed counts can distinguish;
+- tail fraction (MetaCLIP 2, metaclip/curation/curate.py): t_to_p(t, c) = Σ_{c_e<t} c_e / Σ c_e, the
+  share of all matches on tail entries; p_to_t(p, c) is MetaCLIP 2's: sort the counts ascending (never
+  matched entries included), take the running total over the grand total, and return the count at
+  the first position whose running share is closest to p. Its t is an observed count whose
+  *inclusive* running share is ~p, so t_to_p(p_to_t(p)) (which excludes entries at t) is below p;
 - the draw for a sample is a hash of (uid, seed) mapped to [0, 1): the decision for a sample
   depends on nothing but its uid, its matches, the counts and the seed — not on sharding, worker
   count or order.
@@ -27,19 +29,18 @@ def t_to_p(t: float, counts: np.ndarray) -> float:
 
 
 def p_to_t(p: float, counts: np.ndarray) -> int:
-    """The integer t whose t_to_p is closest to p (ties: the smaller t).
+    """MetaCLIP 2's p_to_t: the count at the sorted position whose running share is closest to p.
 
-    t_to_p only changes at observed count values, so the candidates are those values and one
-    past the largest (where every entry is tail, p = 1)."""
-    counts = np.asarray(counts, np.int64)
-    counts = counts[counts > 0]
-    if counts.size == 0:
-        return 1
-    values, per_value = np.unique(counts, return_counts=True)
-    mass = values.astype(np.float64) * per_value
-    below = np.concatenate([[0.0], np.cumsum(mass)]) / mass.sum()  # tail fraction at each candidate
-    candidates = np.concatenate([values, [values[-1] + 1]])
-    return int(candidates[int(np.argmin(np.abs(below - p)))])
+    Ties go to the first (smallest) position, as np.argmin does; with no matches at all the share is
+    NaN everywhere and MetaCLIP's argmin picks position 0, whose count (0) is returned here too."""
+    ordered = np.sort(np.asarray(counts, np.int64))
+    if ordered.size == 0:
+        return 0
+    total = ordered.sum()
+    if total == 0:
+        return int(ordered[0])
+    share = np.cumsum(ordered) / float(total)
+    return int(ordered[int(np.argmin(np.abs(share - p)))])
 
 
 def entry_probabilities(counts: np.ndarray, t_per_entry: np.ndarray) -> np.ndarray:

@@ -144,7 +144,7 @@ def compute_cutoffs(pool: Pool, shards: list[str], settings: FilterSettings, ray
             cond = fractions[k]
             top = cond.op == "top_fraction"
             if settings.approximate:
-                counts = np.sum(parts[k], axis=0) if parts[k] else np.zeros(quantiles.BINS, np.int64)
+                counts = np.sum(parts[k], axis=0) if parts[k] else np.zeros(quantiles.BINS + 1, np.int64)
                 cutoffs[k] = quantiles.approximate_cutoff(counts, cond.value, top)
             else:
                 values = np.concatenate(parts[k]) if parts[k] else np.empty(0)

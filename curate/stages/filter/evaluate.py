@@ -124,7 +124,8 @@ class Evaluator:
             present = _as_bool(pc.is_valid(col))
             return found if op == "in" else (~found & present)
         cutoff = self.ctx.cutoffs[self._fraction_index[id(cond)]]
-        # The threshold is a value of the column (or a float32 bin edge), so it is exact in the column's type.
+        # The threshold is a value of the column (or a float32 bin edge), so it is exact in the column's type;
+        # a NaN threshold keeps nothing, as `score >= nan` is false in numpy.
         threshold = _scalar_for(cutoff.threshold, col)
         if op == "top_fraction":
             return _as_bool(pc.greater_equal(col, threshold))
@@ -187,7 +188,8 @@ def fraction_values(spec: FilterSpec, ctx: EvalContext, table: pa.Table, which: 
             position = next(i for i, c in enumerate(spec.conditions) if c is cond)
             keep = combine([evaluator.mask(c, table) for c in spec.conditions[:position]], table.num_rows)
             values = values[keep]
-        out[k] = values[~np.isnan(values)]
+        # NaN and null stay: DataComp counts them in N (quantiles.py).
+        out[k] = values
     return out
 
 

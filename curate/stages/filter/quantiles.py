@@ -1,16 +1,26 @@
 """Global cut-offs for top_fraction / bottom_fraction, exactly or in bounded memory.
 
-DataComp's rule (baselines/apply_filter.py's get_threshold): with N scores and n = int(N * f), the
-threshold is the n-th highest score and every sample with score >= threshold is kept, so ties at
-the threshold are all kept. bottom_fraction mirrors it (n-th lowest, keep <=). Null and NaN scores
-are not part of N. n == 0 keeps nothing.
+DataComp's rule, as its code computes it (baselines/apply_filter.py, get_threshold and the
+`>= threshold` of load_uids_with_clip_score_helper):
 
-Exact mode gathers the column (8 bytes a row) and takes the n-th value with numpy's partition.
+    n = int(len(df) * fraction)
+    threshold = -np.sort(-df[key].values)[n]      # keep df[key] >= threshold
+
+so with N rows the threshold is the value at 0-based index n of the scores sorted high to low, the
+(n+1)-th highest, and every row scoring >= it is kept (all ties kept). Consequences reproduced here:
+- fraction 0 keeps the rows equal to the maximum (at least one row);
+- NaN (and null, which pandas reads as NaN) scores count in N and sort after every number, so when
+  n reaches past the last number the threshold is NaN and nothing is kept;
+- n == N (fraction 1.0, or an empty pool) is out of range: DataComp raises IndexError; curate keeps
+  every row with a score (threshold -inf).
+bottom_fraction mirrors it: the value at index n of the scores sorted low to high (NaN last), keep <=.
+
+Exact mode gathers the column (8 bytes a row) and takes the value with numpy's partition.
 
 Approximate mode merges fixed 65,536-bin histograms over the top 16 bits of an order-preserving
-uint32 key of the float32 value (sign, 8 exponent bits, 7 mantissa bits): 512 KiB per shard
-whatever the pool size. The threshold returned is the lower edge (for top; upper edge for
-bottom) of the bin holding the n-th value, so the kept set is a superset of the exact one and
+uint32 key of the float32 value (sign, 8 exponent bits, 7 mantissa bits), plus one count of NaNs:
+512 KiB per shard whatever the pool size. The threshold returned is the lower edge (for top; upper
+edge for bottom) of the bin holding the (n+1)-th value, so the kept set is a superset of the exact one and
   - value error: |t_approx - t_exact| < 2^-7 * |t_exact| (one bin; relative, for normal floats),
   - rank error: extra rows kept <= the count of that bin, which is reported as `rank_error_bound`.
 """
@@ -28,26 +38,31 @@ BINS = 1 << 16
 class Cutoff:
     """A fraction condition's resolved threshold."""
 
-    threshold: float  # +inf (top) / -inf (bottom) when nothing is kept
-    population: int  # N: non-null values the fraction was taken of
-    target: int  # n = int(N * fraction)
+    threshold: float  # NaN when nothing is kept; -inf (top) / +inf (bottom) when every scored row is
+    population: int  # N: rows the fraction was taken of, NaN/null scores included (as DataComp counts them)
+    target: int  # n = int(N * fraction); the threshold is the value at 0-based rank n
     rank_error_bound: int = 0  # approximate mode: how many extra rows the cut may keep
 
 
-def clean(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    return values[~np.isnan(values)]
+def _resolve(n_total: int, n_numbers: int, fraction: float, top: bool) -> tuple[int, float | None]:
+    """n, and the threshold when it does not depend on the values (None when it does)."""
+    n = int(n_total * fraction)
+    if n >= n_total:
+        return n, -np.inf if top else np.inf
+    if n >= n_numbers:
+        return n, float("nan")
+    return n, None
 
 
 def exact_cutoff(values: np.ndarray, fraction: float, top: bool) -> Cutoff:
-    values = clean(values)
-    n_total = len(values)
-    n = int(n_total * fraction)
-    if n == 0:
-        return Cutoff(np.inf if top else -np.inf, n_total, 0)
-    # n-th highest == element at ascending index N-n; n-th lowest == index n-1.
-    k = n_total - n if top else n - 1
-    return Cutoff(float(np.partition(values, k)[k]), n_total, n)
+    values = np.asarray(values, dtype=np.float64)
+    numbers = values[~np.isnan(values)]
+    n, fixed = _resolve(len(values), len(numbers), fraction, top)
+    if fixed is not None:
+        return Cutoff(fixed, len(values), n)
+    # Index n of the descending order == ascending index M-1-n among the M numbers (NaN sort last).
+    k = len(numbers) - 1 - n if top else n
+    return Cutoff(float(np.partition(numbers, k)[k]), len(values), n)
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -63,21 +78,26 @@ def _key_to_float(key: int) -> float:
 
 
 def histogram(values: np.ndarray) -> np.ndarray:
-    """A shard's contribution to the approximate cut: counts per 16-bit key prefix."""
-    values = clean(values)
-    return np.bincount(_keys(values) >> 16, minlength=BINS).astype(np.int64)
+    """A shard's contribution to the approximate cut: counts per 16-bit key prefix, then the NaN count."""
+    values = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(values)
+    counts = np.bincount(_keys(values[~nan]) >> 16, minlength=BINS + 1).astype(np.int64)
+    counts[BINS] = int(nan.sum())
+    return counts
 
 
 def approximate_cutoff(counts: np.ndarray, fraction: float, top: bool) -> Cutoff:
     n_total = int(counts.sum())
-    n = int(n_total * fraction)
-    if n == 0:
-        return Cutoff(np.inf if top else -np.inf, n_total, 0)
+    bins = counts[:BINS]
+    n, fixed = _resolve(n_total, int(bins.sum()), fraction, top)
+    if fixed is not None:
+        return Cutoff(fixed, n_total, n)
+    # The bin holding the value at 0-based rank n, i.e. where the running count first reaches n + 1.
     if top:
-        from_top = np.cumsum(counts[::-1])
-        bin_index = BINS - 1 - int(np.searchsorted(from_top, n))
+        from_top = np.cumsum(bins[::-1])
+        bin_index = BINS - 1 - int(np.searchsorted(from_top, n + 1))
         threshold = _key_to_float(bin_index << 16)  # smallest value of the bin
     else:
-        bin_index = int(np.searchsorted(np.cumsum(counts), n))
+        bin_index = int(np.searchsorted(np.cumsum(bins), n + 1))
         threshold = _key_to_float((bin_index << 16) | 0xFFFF)  # largest value of the bin
-    return Cutoff(threshold, n_total, n, rank_error_bound=int(counts[bin_index]))
+    return Cutoff(threshold, n_total, n, rank_error_bound=int(bins[bin_index]))
