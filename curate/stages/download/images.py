@@ -17,10 +17,11 @@ import numpy as np
 from PIL import Image
 
 from curate.config import DownloadConfig
-from curate.stages.download.membudget import MemoryBudget
+from curate.stages.download.membudget import MemoryBudget, return_freed_images_to_the_os
 
 # One OpenCV thread per call: parallelism comes from the fetch threads and the Ray tasks.
 cv2.setNumThreads(1)
+return_freed_images_to_the_os()
 
 
 @dataclass
