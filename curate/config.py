@@ -64,6 +64,9 @@ class DownloadConfig(Section):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="stop reading a body past this many bytes")
     max_image_pixels: int = Field(
         89_478_485, ge=1, description="refuse images declaring more pixels, before decoding (decompression bombs)")
+    image_memory_mb: int = Field(
+        1024, ge=1, description="decode memory per shard task, estimated from image headers; "
+        "a larger image is decoded alone (docs/download.md)")
     per_host_concurrency: int = Field(8, ge=1, description="requests in flight per host, per shard task")
     per_host_rate: float = Field(50.0, gt=0, description="requests per second per host, per shard task")
     dns_cache_seconds: float = Field(300.0, ge=0, description="how long a DNS answer is reused")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -167,3 +172,49 @@ def test_device_decoding_rejects_garbage_jpeg_and_keeps_the_rest() -> None:
     assert int(pixels[1].float().mean()) == 7  # the CPU-decoded view, in row order
     reference = d.decode_image(good, [view], 10**9).views[view.column].astype(np.float32)
     assert np.abs(pixels[0].permute(1, 2, 0).float().numpy() - reference).mean() < 3.0  # same crop, torch vs PIL
+
+
+_MEMORY_CHILD = r"""
+import json, sys
+from pathlib import Path
+from curate.scorers.base import ImageView
+from curate.stages.score.decode import decode_image
+
+def hwm():
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) * 1024
+
+decode_image(Path(sys.argv[2]).read_bytes(), [ImageView(224), ImageView(8, "squash", "L")], 10**8)  # warm-up
+data = Path(sys.argv[1]).read_bytes()
+base = hwm()
+out = decode_image(data, [ImageView(224), ImageView(8, "squash", "L")], 10**8)
+print(json.dumps({"ok": out.ok, "pixels": out.width * out.height, "peak": hwm() - base}))
+"""
+# Peak bytes per decoded pixel above which decoding one image is a memory hazard: the image
+# decoded (up to 4 B/px) plus one 8-bit RGB(A) copy, plus slack. Before the fix a 16-bit RGBA PNG
+# took 20 B/px, 16-bit grey 26, a palette PNG with transparency 17.
+SCORE_DECODE_BYTES_PER_PIXEL = 12
+
+
+@pytest.mark.fault("score", "a 16-bit RGBA PNG, a 16-bit greyscale PNG or a palette PNG with transparency, "
+                   "4 megapixels", f"decoded within {SCORE_DECODE_BYTES_PER_PIXEL} bytes per pixel: composited "
+                   "in place on white, 16-bit rescaled a chunk at a time")
+@pytest.mark.parametrize("kind", ["rgba16", "grey16", "palette_transparent"])
+def test_wide_and_transparent_images_decode_in_bounded_memory(kind: str, tmp_path: Path) -> None:
+    side = 2000
+    noise = np.random.default_rng(3).integers(0, 256, (side, side), dtype=np.uint8)
+    wide = noise.astype(np.uint16) * 257
+    if kind == "rgba16":
+        data = cv2.imencode(".png", np.dstack([wide, wide, wide, wide[::-1]]), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1]
+    elif kind == "grey16":
+        data = cv2.imencode(".png", wide, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1]
+    else:
+        data = _png(Image.fromarray(noise).convert("P"), transparency=3, compress_level=1)
+    (tmp_path / "big").write_bytes(bytes(data))
+    (tmp_path / "warm").write_bytes(_png(Image.new("RGBA", (16, 16))))
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp_path / "big"), str(tmp_path / "warm")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["pixels"] == side * side
+    per_pixel = result["peak"] / result["pixels"]
+    assert per_pixel < SCORE_DECODE_BYTES_PER_PIXEL, f"{per_pixel:.1f} bytes per pixel"

@@ -41,7 +41,15 @@ class Decoded:
     views: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+# Pixels rescaled per step for 16/32-bit greyscale: float temporaries of a few MB, not of the image.
+_CHUNK_PIXELS = 1 << 20
+
+
 def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    """RGB, or L for greyscale (the views convert to their colour after resizing, which is cheaper).
+
+    Nothing here holds more than the decoded image plus one 8-bit RGB(A) copy: a 16-bit RGBA PNG
+    just under max_image_pixels is ~360 MB decoded, and each extra full-size copy costs as much."""
     mode = img.mode
     if mode == "RGB":
         return img
@@ -51,17 +59,23 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         # 16-bit / 32-bit greyscale: PIL's convert clips at 255; rescale the full range instead.
         notes.append(NOTE_16BIT)
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img)
         hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        grey = np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        grey = np.empty(arr.shape, np.uint8)
+        src, dst = arr.reshape(-1), grey.reshape(-1)
+        for i in range(0, src.size, _CHUNK_PIXELS):
+            dst[i:i + _CHUNK_PIXELS] = np.clip(src[i:i + _CHUNK_PIXELS] * (255.0 / hi), 0, 255)
+        return Image.fromarray(grey, "L")
     if mode == "P" and "transparency" not in img.info:
         return img.convert("RGB")
     if mode in ("RGBA", "LA", "PA", "P", "La", "RGBa"):
         notes.append(NOTE_ALPHA)
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
+        # Pasting with the image's own alpha as mask blends onto white in place: no full-size
+        # RGBA background and composite (alpha_composite needed both).
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, (0, 0), rgba)
+        return flat
     return img.convert("RGB")
 
 
