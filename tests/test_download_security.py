@@ -250,3 +250,43 @@ def test_https_verifies_certificates(tmp_path, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(fetch_module, "_SSL_CONTEXT", trusting)
         assert fetch_image(url, settings, DnsCache(), HostLimiter(4, 1000.0), time.monotonic() + 5) == (
             b"\xff\xd8 image bytes")
+
+
+@pytest.mark.fault("download", "an https server that drips its TLS handshake a byte at a time, each byte inside the socket timeout", "the sample ends as failed_to_download: timeout at the request deadline")  # noqa: E501 - one row of docs/reliability.md
+def test_dripped_tls_handshake_ends_at_the_request_deadline() -> None:
+    import threading
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the ClientHello
+            # A TLS handshake record announcing 16 KiB, then its bytes one by one: every recv of
+            # the client is answered well inside its socket timeout, the handshake never ends.
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"\x02")
+                except OSError:
+                    return
+
+    server = threading.Thread(target=drip, daemon=True)
+    server.start()
+    settings = _settings(["127.0.0.1"])
+    start = time.monotonic()
+    try:
+        with pytest.raises(FetchFailure) as info:
+            fetch_image(f"https://127.0.0.1:{port}/a.jpg", settings, DnsCache(), HostLimiter(4, 1000.0),
+                        time.monotonic() + 1.0)
+    finally:
+        stop.set()
+        listener.close()
+    elapsed = time.monotonic() - start
+    assert (info.value.status, info.value.error) == ("failed_to_download", "timeout")
+    # The drip lasts 16 KiB x 50 ms = 13 minutes; a per-recv timeout alone would wait all of it.
+    assert elapsed < 10, elapsed
