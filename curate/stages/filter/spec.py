@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from curate.errors import ConfigError
-from curate.yamlconf import KeyPath, dotted, line_of, load_yaml
+from curate.yamlconf import KeyPath, dotted, line_of, load_yaml, one_line, short
 
 COMPARE_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
 RANGE_OPS = ("between", "in", "not_in")
@@ -265,8 +265,8 @@ def _format_errors(exc: ValidationError, file: str, lines: dict[KeyPath, int]) -
         got = err.get("input")
         suffix = ""
         if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
-            suffix = f" (got {got!r})"
-        messages[loc] = f"{where}: {dotted(loc)}: {msg}{suffix}"
+            suffix = f" (got {short(got)})"
+        messages[loc] = f"{where}: {one_line(dotted(loc), 200)}: {one_line(msg)}{suffix}"
     return "\n".join(messages.values())
 
 
