@@ -184,11 +184,12 @@ def format_validation_error(
     messages = []
     for err in exc.errors():
         # pydantic adds the tag of a tagged union / function validator names to loc; drop them
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _yaml_loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))),
+                        prefix, lines)
         full = (*prefix, *loc)
         line = line_of(lines, full)
         where = f"{source}:{line}" if line is not None else str(source)
-        msg = one_line(err["msg"])
+        msg = one_line(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
@@ -199,6 +200,18 @@ def format_validation_error(
             suffix = f" (got {short(got)})"
         messages.append(f"{where}: {one_line(dotted(full), 200)}: {msg}{suffix}")
     return "\n".join(messages)
+
+
+def _yaml_loc(loc: KeyPath, prefix: KeyPath, lines: dict[KeyPath, int]) -> KeyPath:
+    """`loc` without the tags of tagged unions (`scorers[0].clip.name` is `scorers[0].name` in the file)."""
+    kept: list[str | int] = []
+    for i, part in enumerate(loc):
+        here = (*prefix, *kept)
+        if (isinstance(part, str) and i + 1 < len(loc) and (*here, part) not in lines
+                and (*here, loc[i + 1]) in lines):
+            continue
+        kept.append(part)
+    return tuple(kept)
 
 
 def validate_yaml(model: type[M], path: str | Path) -> M:

@@ -115,6 +115,56 @@ def test_yaml_merge_keys_and_small_aliases_still_load(tmp_path):
     assert data["b"] == {"x": 1, "y": 3}  # an explicit key overriding a merged one is not a duplicate
 
 
+BAD_NAMES = {
+    # key: (section YAML after "pool: /p", the line and key the error must name)
+    "scorer name": ("score:\n  scorers:\n    - type: text_stats\n      name: ../../X\n", ":5: score.scorers[0].name"),
+    "dedup name": ("dedup:\n  methods:\n    - {method: exact, name: ..}\n", ":4: dedup.methods[0].name"),
+    "dedup embeddings": ("dedup:\n  methods:\n    - method: semantic\n      embeddings: ../clip\n",
+                         ":5: dedup.methods[0].embeddings"),
+    "perceptual scorer": ("dedup:\n  methods:\n    - method: perceptual\n      scorer: /abs\n",
+                          ":5: dedup.methods[0].scorer"),
+    "filter name": ("filter:\n  name: .hidden\n", ":3: filter.name"),
+    "balance name": ("balance:\n  name: ..\n", ":3: balance.name"),
+    "balance language scorer": ("balance:\n  language_scorer: a/b\n", ":3: balance.language_scorer"),
+    "export name": ("export:\n  name: ../x\n", ":3: export.name"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+@pytest.mark.fault("config", "a name that becomes a pool path is '../../X', '..', '/abs', '.hidden' or 'a/b' "
+                   "(scorer, dedup, filter, balance, export names and the names they read)",
+                   "one line naming file:line and key; nothing is written")
+def test_names_that_become_paths_are_one_path_segment(tmp_path, case):
+    section, expected = BAD_NAMES[case]
+    with pytest.raises(ConfigError) as info:
+        _pipeline(tmp_path, "pool: /p\n" + section)
+    message = str(info.value)
+    assert expected + ": not a valid name (one path segment" in message and "\n" not in message
+
+
+@pytest.mark.fault("filter/dfn/balance/export", "a spec name, --name, a dfn pool subset or a balance subset "
+                   "that leaves the pool ('../x')", "ConfigError before anything is read or written")
+def test_names_from_specs_and_options_are_checked(tmp_path):
+    from curate.dfn.config import load_dfn_config
+    from curate.pool import Pool
+    from curate.stages.balance import _subset_uids
+    from curate.stages.filter import prepare
+
+    with pytest.raises(ConfigError, match=r"p.yaml:1: name: not a valid name"):
+        _spec(tmp_path, "name: ../x\nconditions: []\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: ok\nconditions: []\n")
+    with pytest.raises(ConfigError, match=r"filter: subset name: '\.\./x' is not a valid name"):
+        prepare(Pool(str(tmp_path / "pool")), spec, "../x")
+    with pytest.raises(ConfigError, match=r"balance: subset: '\.\./x' is not a valid name"):
+        _subset_uids(Pool(str(tmp_path / "pool")), "subsets/../x")
+    path = tmp_path / "t.yaml"
+    path.write_text("data: {kind: pool_subset, pool: /p, subset: ../../x}\nmodel: {name: curate-tiny, "
+                    "from_scratch: true}\noutput_dir: /o\n")
+    with pytest.raises(ConfigError, match=r"t.yaml:1: data.subset: not a valid name"):
+        load_dfn_config(path)
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_pipeline(tmp_path / "nope.yaml")

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from curate.errors import ConfigError
+from curate.names import PoolName
 from curate.yamlconf import KeyPath, dotted, line_of, load_yaml, one_line, short
 
 COMPARE_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -204,7 +205,7 @@ class FilterSpec(BaseModel):
     """A whole spec file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="subset directory name")
+    name: PoolName = Field(..., description="subset directory name")
     description: str = ""
     conditions: list[Condition] = Field(default_factory=list)
 
