@@ -40,7 +40,7 @@ def _write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
         ("name: x\nconditions:\n  - not: {column: a, ge: [1]}\n",
          ":3: conditions[0].not.ge: expected a number (got [1])"),
         ("conditions: []\n", ":1: name: required key is missing"),
-        ("name: has space\nconditions: []\n", ":1: name: String should match pattern"),
+        ("name: has space\nconditions: []\n", ":1: name: not a valid name (one path segment"),
         ("name: x\nconditions:\n  - {column: a, gt: 1, within: survivors}\n",
          ":3: conditions[0]: 'within' applies only to top_fraction / bottom_fraction"),
         ("name: x\nconditions:\n  - all:\n      - {column: a, top_fraction: 0.1, within: survivors}\n",
