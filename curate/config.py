@@ -31,6 +31,9 @@ class IngestConfig(Section):
     max_caption_chars: int = Field(2000, ge=1, description="longer captions are truncated")
     max_url_chars: int = Field(2048, ge=16, description="image URLs longer than this are dropped")
     use_title_without_alt: bool = Field(True, description="use the title attribute where alt is missing or empty")
+    max_record_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="records declaring a longer body are skipped unread (record_too_large); bounds a task's memory")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per shard (input file) task")
     max_retries: int = Field(2, ge=0, description="retries of a failing shard before it is reported failed")
 
