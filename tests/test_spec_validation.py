@@ -86,6 +86,20 @@ def test_include_cycle_and_missing_file(tmp_path: Path) -> None:
         load_spec(missing)
 
 
+@pytest.mark.fault("filter", "an include bomb: 9 spec files, each including the next 10 times (10^8 loads)",
+                   "refused after 256 spec files, naming the file")
+def test_include_bomb_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "name: s9\nconditions:\n  - {column: a, gt: 1}\n", "s9.yaml")
+    for i in range(8, -1, -1):
+        body = "".join(f"  - include: s{i + 1}.yaml\n" for _ in range(10))
+        _write(tmp_path, f"name: s{i}\nconditions:\n{body}", f"s{i}.yaml")
+    with pytest.raises(ConfigError, match=r"s\d.yaml: more than 256 spec files included in all"):
+        load_spec(tmp_path / "s0.yaml")
+    _write(tmp_path, "name: ok\nconditions:\n" + "  - include: s9.yaml\n" * 200, "ok.yaml")
+    spec, _ = load_spec(tmp_path / "ok.yaml")
+    assert len(spec.conditions) == 200
+
+
 def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
     pool = Pool(str(tmp_path / "pool"))
     make_score_pool(pool, 1, 50, seed=1, scorers=("b32", "language"))
