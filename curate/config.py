@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curate.names import PoolName
 from curate.yamlconf import validate_yaml
 
 
@@ -30,6 +31,9 @@ class IngestConfig(Section):
     max_caption_chars: int = Field(2000, ge=1, description="longer captions are truncated")
     max_url_chars: int = Field(2048, ge=16, description="image URLs longer than this are dropped")
     use_title_without_alt: bool = Field(True, description="use the title attribute where alt is missing or empty")
+    max_record_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="records declaring a longer body are skipped unread (record_too_large); bounds a task's memory")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per shard (input file) task")
     max_retries: int = Field(2, ge=0, description="retries of a failing shard before it is reported failed")
 
@@ -121,7 +125,7 @@ KeepRule = Literal["lowest_uid", "highest_score", "farthest_from_centroid"]
 class _DedupMethod(Section):
     """Fields every dedup method shares; `name` names its output, dedup/<name>.parquet."""
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="output name; default: the method")
+    name: PoolName | None = Field(None, description="output name; default: the method")
     keep: KeepRule = Field("lowest_uid", description="which member of a duplicate group is kept")
     score_column: str | None = Field(None, description="with keep=highest_score: a scores/*/ column, e.g. "
                                                        "clip_b32_similarity_score")
@@ -146,14 +150,14 @@ class ExactDedup(_DedupMethod):
 class PerceptualDedup(_DedupMethod):
     method: Literal["perceptual"] = "perceptual"
     max_distance: int = Field(4, ge=0, le=31, description="largest Hamming distance between phashes of duplicates")
-    scorer: str = Field("image_stats", description="scores/<scorer>/ holding the uint64 phash column")
+    scorer: PoolName = Field("image_stats", description="scores/<scorer>/ holding the uint64 phash column")
     column: str = "phash"
 
 
 class SemanticDedup(_DedupMethod):
     method: Literal["semantic"] = "semantic"
     keep: KeepRule = "farthest_from_centroid"
-    embeddings: str = Field(..., description="embeddings/<name>/ to cluster (a clip scorer's name)")
+    embeddings: PoolName = Field(..., description="embeddings/<name>/ to cluster (a clip scorer's name)")
     column: str = "image_embedding"
     eps: float = Field(0.05, gt=0, lt=2, description="duplicate when cosine to an earlier sample > 1 - eps")
     n_clusters: int | None = Field(None, ge=1, description="k-means clusters; default: samples / 1000")
@@ -170,7 +174,7 @@ class DecontaminateDedup(_DedupMethod):
     model: str = Field(..., description="the CLIP model that made the pool's embeddings (open_clip name, "
                                         "hf-hub: id or local directory)")
     pretrained: str | None = None
-    embeddings: str = Field(..., description="embeddings/<name>/ of the pool, made by the same model")
+    embeddings: PoolName = Field(..., description="embeddings/<name>/ of the pool, made by the same model")
     column: str = "image_embedding"
     threshold: float = Field(0.9, gt=-1, le=1, description="flag samples whose max cosine to an eval image is above")
     device: str = "cpu"
@@ -197,9 +201,7 @@ class DedupConfig(Section):
 
 class FilterConfig(Section):
     spec: str | None = Field(None, description="path of the filter spec YAML (docs/spec-reference.md)")
-    name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="subset name; default: the spec's name"
-    )
+    name: PoolName | None = Field(None, description="subset name; default: the spec's name")
     approximate: bool = Field(
         False, description="bounded-memory histogram cut-offs for top/bottom_fraction instead of exact ones"
     )
@@ -211,7 +213,7 @@ class BalanceConfig(Section):
     metadata: str | None = Field(
         None, description="entries: a .txt file (one a line), a JSON list (MetaCLIP metadata.json), "
         "or a folder of <lang>.txt/<lang>.json files (MetaCLIP 2)")
-    name: str = Field("balanced", pattern=r"^[A-Za-z0-9_.-]+$", description="output: balanced/<name>/")
+    name: PoolName = Field("balanced", description="output: balanced/<name>/")
     t: int | None = Field(None, ge=1, description="max samples per entry (MetaCLIP: 20000 for 400M); "
                           "default 20000 when tail_fraction is not given")
     tail_fraction: float | None = Field(None, gt=0, lt=1, description="choose t so this share of matches "
@@ -221,7 +223,7 @@ class BalanceConfig(Section):
     keep_unmatched: bool = Field(False, description="keep samples that match no entry (MetaCLIP drops them)")
     reference_language: str = Field("en", description="per-language metadata: t (or p) is set for this "
                                     "language; the others get the t with the same tail fraction")
-    language_scorer: str = Field("language", description="scores/<name>/ whose lang column routes captions")
+    language_scorer: PoolName = Field("language", description="scores/<name>/ whose lang column routes captions")
     rule: Literal["auto", "metaclip", "metaclip2", "normalized"] = Field(
         "auto", description="matching rule: metaclip (MetaCLIP's substr_matching), metaclip2 (MetaCLIP 2's), "
         "normalized (curate's: whitespace runs collapsed, entries spaced, full-width punctuation); auto: "
@@ -248,7 +250,7 @@ class ExportConfig(Section):
     subset: str | None = Field(
         None, description="subset name (subsets/<name>, balanced/<name>), a directory, or a uids.npy/uids.parquet path"
     )
-    name: str | None = Field(None, description="exports/<name>/; default: the subset's name")
+    name: PoolName | None = Field(None, description="exports/<name>/; default: the subset's name")
     samples_per_shard: int = Field(10_000, ge=1, description="samples per output webdataset shard")
     shuffle_buffer: int = Field(0, ge=0, description="samples held in a seeded shuffle buffer per task; 0: keep order")
     seed: int = Field(0, description="seed of the shuffle buffer")

@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel
 
 from curate.config import PipelineConfig
-from curate.errors import ConfigError, CurateError
+from curate.errors import ConfigError, CurateError, PoolError
 from curate.pool import Pool
 from curate.progress import console
+from curate.yamlconf import parse_yaml, yaml_error_line
 
 STAGES: tuple[str, ...] = (
     "ingest", "download", "train_dfn", "score", "dedup", "filter", "balance", "export", "stats",
@@ -57,7 +58,18 @@ def select_stages(cfg: PipelineConfig, start: str | None, stop: str | None) -> l
 def read_recorded(pool: Pool) -> dict[str, Any]:
     if not pool.exists(PIPELINE_FILE):
         return {}
-    return yaml.safe_load(pool.read_bytes(PIPELINE_FILE)) or {}
+    # The same bounded loader as configs: a pool may be shared, and its pipeline.yaml edited by anyone.
+    try:
+        data, _ = parse_yaml(pool.read_bytes(PIPELINE_FILE).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PoolError(f"{pool.uri(PIPELINE_FILE)}: not UTF-8 text ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise PoolError(yaml_error_line(exc, pool.uri(PIPELINE_FILE))) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PoolError(f"{pool.uri(PIPELINE_FILE)}:1: expected a mapping, got {type(data).__name__}")
+    return data
 
 
 def stage_finished(pool: Pool, stage: str) -> bool:

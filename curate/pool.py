@@ -23,6 +23,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.errors import PoolError
+
 TMP_MARK = ".tmp-"
 
 
@@ -44,6 +46,11 @@ class Pool:
 
     def path(self, *parts: str) -> str:
         """Filesystem path (no protocol) of a location inside the pool."""
+        for part in parts:
+            # The backstop for names that become paths (curate/names.py checks them where they enter):
+            # whatever a config or a pool file says, nothing is read or written outside the pool.
+            if part.startswith("/") or ".." in part.split("/"):
+                raise PoolError(f"{self.url}: {part[:100]!r} is not a location inside the pool")
         return posixpath.join(self.root, *parts)
 
     def uri(self, *parts: str) -> str:

@@ -37,6 +37,23 @@ def test_bad_config_is_one_line_error_and_exit_2(tmp_path):
     assert len(lines) == 1 and "bad.yaml:3: download.image_size" in lines[0]
 
 
+@pytest.mark.parametrize("args", [
+    ["export", "--subset", "x", "--name", "../../X"],
+    ["filter", "--spec", "s.yaml", "--name", "../../X"],
+    ["eval-dfn", "--model", "m", "--subset", "../../X"],
+], ids=["export --name", "filter --name", "eval-dfn --subset"])
+@pytest.mark.fault("cli", "a name option that leaves the pool (--name ../../X, --subset ../../X)",
+                   "one line naming the option, exit 2; nothing is written")
+def test_name_options_that_leave_the_pool_are_one_line_errors(tmp_path, args):
+    pool = tmp_path / "pool"
+    proc = subprocess.run([sys.executable, "-m", "curate", *args, "--pool", str(pool)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "options: " in lines[0] and ": not a valid name (one path segment" in lines[0]
+    assert "'../../X'" in lines[0] and not (tmp_path / "X").exists() and not pool.exists()
+
+
 def test_unknown_stage_in_from_is_an_error(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text(f"pool: {tmp_path / 'pool'}\n")

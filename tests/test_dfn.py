@@ -125,7 +125,7 @@ def test_resumed_run_ends_where_uninterrupted_run_ends(hq_sets: dict[str, Path],
     first = train_dfn(_config(hq_sets["small"], tmp_path / "split"), stop_at_step=6)
     assert first["step"] == 6 and not first["finished"] and "model_dir" not in first
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == [
-        "step-00000004.pt", "step-00000006.pt"]
+        "step-00000004.safetensors", "step-00000006.safetensors"]
     logged: list[str] = []
     from curate.dfn.train import run_training
 
@@ -150,6 +150,51 @@ def test_resume_with_different_settings_is_refused(hq_sets: dict[str, Path], tmp
     train_dfn(_config(hq_sets["small"], tmp_path / "run", steps=4))
     with pytest.raises(ConfigError, match="different data, model or train settings"):
         train_dfn(_config(hq_sets["small"], tmp_path / "run", steps=4, batch_size=16))
+
+
+class _WritesMarker:
+    """Unpickling this runs os.system-like code: it writes the file `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        import pathlib
+
+        return (pathlib.Path.write_text, (pathlib.Path(str(self.path)), "pwned"))  # type: ignore[return-value]
+
+
+@pytest.mark.fault("dfn", "a planted pickle as checkpoints/step-*.pt (code run on unpickling)",
+                   "refused unopened, one-line ConfigError; nothing is unpickled")
+def test_planted_pickle_checkpoint_is_refused_not_unpickled(hq_sets: dict[str, Path], tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    # It even carries the fingerprint a real resume would expect: the refusal must not depend on it.
+    import pickle
+
+    from curate.dfn.checkpoint import fingerprint
+    cfg = _config(hq_sets["small"], tmp_path / "run", steps=4)
+    fp = fingerprint(cfg, len(load_pairs(cfg.data)))
+    for name in ("step-00000004.pt", "step-00000004.safetensors"):
+        (ckpt_dir / name).write_bytes(pickle.dumps({"fingerprint": fp, "payload": _WritesMarker(marker)}))
+        with pytest.raises(ConfigError) as info:
+            train_dfn(cfg)
+        assert not marker.exists()
+        assert name in str(info.value) and "\n" not in str(info.value)
+        (ckpt_dir / name).unlink()
+
+
+@pytest.mark.fault("dfn", "a foreign safetensors file as checkpoints/step-*.safetensors",
+                   "refused from its header before any tensor is read")
+def test_foreign_safetensors_checkpoint_is_refused(hq_sets: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, ckpt_dir / "step-00000004.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match="not a curate train-dfn checkpoint"):
+        train_dfn(_config(hq_sets["small"], tmp_path / "run", steps=4))
 
 
 @pytest.mark.ray

@@ -210,6 +210,58 @@ def test_truncated_file_end(tmp_path):
     assert counts["record_truncated"] + counts["record_corrupt"] >= 1
 
 
+@pytest.mark.fault("ingest", "a WAT record declaring 16x max_record_bytes (a 1.5 GB record is 1.5 MB gzipped)",
+                   "skipped unread and counted as record_too_large; every other page is kept")
+@pytest.mark.parametrize("compressed", [True, False], ids=["gzip (fast reader)", "plain (careful reader)"])
+def test_oversized_record_is_skipped_and_counted(tmp_path, compressed):
+    from curate.config import IngestConfig
+    from curate.stages.ingest import rules_from_config
+
+    cap = 64 * 1024
+    rules = rules_from_config(IngestConfig(max_record_bytes=cap))
+    assert rules.max_record_bytes == cap
+    pages = _pages(5)
+    # Its response record holds a 1 MiB title: 16x the cap.
+    pages[2] = wat_page_records("https://site.com/p2", [("https://img.site.com/p2.jpg", "big")], title="x" * (1 << 20))
+    data = warcinfo_record("big") + b"".join(pages)
+    path = tmp_path / ("big.warc.wat.gz" if compressed else "big.warc.wat")
+    path.write_bytes(data if compressed else gzip.decompress(data))
+    rows, counts = extract(path, rules)
+    assert [r["page_url"] for r in rows] == [f"https://site.com/p{i}" for i in (0, 1, 3, 4)]
+    assert counts["record_too_large"] == 1
+    assert counts["record_corrupt"] == counts["record_truncated"] == 0
+
+
+@pytest.mark.fault("ingest", "an input that is a FIFO, a directory or a device (/dev/zero), named or globbed",
+                   "refused before any task starts, one line; never opened, so nothing blocks")
+def test_non_regular_inputs_are_refused_up_front(tmp_path):
+    import os
+
+    from curate.errors import ConfigError
+    from curate.stages.ingest.fetch import open_input
+    from curate.stages.ingest.inputs import resolve_inputs
+
+    fifo = tmp_path / "in.warc.wat.gz"
+    os.mkfifo(fifo)
+    # Hold both ends, so that even a reader that wrongly opened it would not block (the old failure).
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        cases = [(str(fifo), "a FIFO (named pipe)"), (f"file://{fifo}", "a FIFO (named pipe)"),
+                 (str(tmp_path / "*.gz"), "a FIFO (named pipe)"),
+                 (str(tmp_path), "a directory"), ("/dev/zero", "a character device")]
+        for item, kind in cases:
+            with pytest.raises(ConfigError) as info:
+                resolve_inputs([item], 1, "https://data.commoncrawl.org")
+            message = str(info.value)
+            assert message.startswith("ingest: ") and f"is {kind}, not a regular file" in message
+            assert "\n" not in message
+        # The shard task checks again (its input may have been replaced since planning).
+        with pytest.raises(OSError, match="is a FIFO"), open_input(str(fifo)):  # NotARegularFile
+            pass
+    finally:
+        os.close(keep)
+
+
 def _careful(path: Path) -> tuple[pa.Table, Counter[str]]:
     """What the careful (FastWARC, member-restarting) reader alone makes of a file."""
     from curate.stages.ingest.records import iter_records

@@ -67,3 +67,19 @@ def test_pool_pickles_by_url(tmp_path):
     pool = Pool(str(tmp_path / "pool"))
     clone = pickle.loads(pickle.dumps(pool))
     assert clone.url == pool.url and clone.root == pool.root
+
+
+@pytest.mark.parametrize("rel", ["../outside.json", "scores/../../outside.json", "/tmp/outside.json"])
+@pytest.mark.fault("pool", "a location that leaves the pool (../, an absolute path) from a name or a pool file",
+                   "PoolError; nothing read or written outside the pool")
+def test_locations_outside_the_pool_are_refused(tmp_path, rel):
+    from curate.errors import PoolError
+
+    root = tmp_path / "deep" / "pool"
+    pool = Pool(str(root))
+    target = rel.replace("/tmp/", str(tmp_path) + "/") if rel.startswith("/") else rel
+    with pytest.raises(PoolError, match="not a location inside the pool"):
+        pool.write_json(target, {"x": 1})
+    with pytest.raises(PoolError, match="not a location inside the pool"):
+        pool.exists(target)
+    assert not any(p.name == "outside.json" for p in tmp_path.rglob("*"))

@@ -40,7 +40,7 @@ def _write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
         ("name: x\nconditions:\n  - not: {column: a, ge: [1]}\n",
          ":3: conditions[0].not.ge: expected a number (got [1])"),
         ("conditions: []\n", ":1: name: required key is missing"),
-        ("name: has space\nconditions: []\n", ":1: name: String should match pattern"),
+        ("name: has space\nconditions: []\n", ":1: name: not a valid name (one path segment"),
         ("name: x\nconditions:\n  - {column: a, gt: 1, within: survivors}\n",
          ":3: conditions[0]: 'within' applies only to top_fraction / bottom_fraction"),
         ("name: x\nconditions:\n  - all:\n      - {column: a, top_fraction: 0.1, within: survivors}\n",
@@ -84,6 +84,20 @@ def test_include_cycle_and_missing_file(tmp_path: Path) -> None:
     missing = _write(tmp_path, "name: c\nconditions:\n  - include: nope.yaml\n", "c.yaml")
     with pytest.raises(ConfigError, match=rf"{missing}:3: conditions\[0\].include: included spec not found"):
         load_spec(missing)
+
+
+@pytest.mark.fault("filter", "an include bomb: 9 spec files, each including the next 10 times (10^8 loads)",
+                   "refused after 256 spec files, naming the file")
+def test_include_bomb_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "name: s9\nconditions:\n  - {column: a, gt: 1}\n", "s9.yaml")
+    for i in range(8, -1, -1):
+        body = "".join(f"  - include: s{i + 1}.yaml\n" for _ in range(10))
+        _write(tmp_path, f"name: s{i}\nconditions:\n{body}", f"s{i}.yaml")
+    with pytest.raises(ConfigError, match=r"s\d.yaml: more than 256 spec files included in all"):
+        load_spec(tmp_path / "s0.yaml")
+    _write(tmp_path, "name: ok\nconditions:\n" + "  - include: s9.yaml\n" * 200, "ok.yaml")
+    spec, _ = load_spec(tmp_path / "ok.yaml")
+    assert len(spec.conditions) == 200
 
 
 def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
+from curate.commands.common import from_options
 from curate.errors import ConfigError
 
 
@@ -95,7 +96,8 @@ def eval_dfn_command(
         raise ConfigError("eval-dfn: give either --data PATH... or --pool POOL --subset NAME")
     if pool and not subset:
         raise ConfigError("eval-dfn: --pool needs --subset NAME")
-    source = (PoolSubsetSource(pool=pool, subset=subset, label_field=label_field) if pool
+    source = (from_options(PoolSubsetSource, {"pool": pool, "subset": subset, "label_field": label_field},
+                           "eval-dfn options") if pool
               else source_from_paths(list(data or []), label_field=label_field, image_column=image_column,
                                      caption_column=caption_column))
     pairs = load_pairs(source)

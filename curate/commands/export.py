@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
+from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt, from_options
 from curate.config import ExportConfig, load_pipeline
 from curate.pool import Pool
 
@@ -57,7 +57,8 @@ def export_command(
         section = load_pipeline(config).export or section
     overrides = {"subset": subset, "name": name, "samples_per_shard": samples_per_shard,
                  "shuffle_buffer": shuffle_buffer, "seed": seed, "with_images_parquet": with_images_parquet}
-    section = ExportConfig(**{**section.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    section = from_options(ExportConfig, {**section.model_dump(), **given}, "export options")
     from curate.stages.export import run
 
     run(Pool(pool), section, ray_address=ray_address, rerun=rerun)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
+from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt, from_options
 
 
 @app.command("filter")
@@ -53,5 +53,5 @@ def filter_command(
         updates["name"] = name
     if approximate:
         updates["approximate"] = True
-    section = FilterConfig.model_validate({**section.model_dump(), **updates})
+    section = from_options(FilterConfig, {**section.model_dump(), **updates}, "filter options")
     run(Pool(pool), section, ray_address=ray_address, rerun=rerun)

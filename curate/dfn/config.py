@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curate.names import PoolName
 from curate.yamlconf import validate_yaml
 
 
@@ -42,7 +43,7 @@ class PoolSubsetSource(_Strict):
 
     kind: Literal["pool_subset"] = "pool_subset"
     pool: str
-    subset: str
+    subset: PoolName
     label_field: str | None = Field(None, description="key in each sample's .json naming its class (for eval)")
 
 

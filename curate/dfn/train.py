@@ -95,7 +95,8 @@ def run_training(config: DFNTrainConfig, ctx: WorkerContext | None = None, *,
     fp = fingerprint(config, len(pairs))
     step, losses = 0, []
     if config.checkpoint.resume:
-        state = store.load_latest(fp, map_location=ctx.device)
+        # On the CPU: the RNG states must be CPU byte tensors; model and optimizer copy theirs to the device.
+        state = store.load_latest(fp)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -196,9 +196,11 @@ def load_clip(
         source = model
         weights = _resolve_pretrained(model, pretrained, cache_dir)
     # Weights stay fp32: fp16/bf16 are applied by autocast at inference (see LoadedClip.autocast).
+    # weights_only: a .pt/.bin weights file is a pickle; torch's restricted unpickler loads tensors
+    # and plain containers and refuses anything that would run code.
     net, _, preprocess = open_clip.create_model_and_transforms(
         source, pretrained=weights, device=device, precision="fp32", cache_dir=cache_dir,
-        pretrained_text=False,
+        pretrained_text=False, weights_only=True,
     )
     net.eval()
     tokenizer = open_clip.get_tokenizer(source)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from curate.names import name_problem
 
 Batch = dict[str, np.ndarray]
 
@@ -66,6 +68,15 @@ class ScorerConfig(BaseModel):
     )
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per actor")
     concurrency: int = Field(1, ge=1, description="actors in the pool (model scorers)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_segment(cls, value: str) -> str:
+        # It becomes scores/<name>/ and embeddings/<name>/; "" means "use the type".
+        problem = name_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def model_post_init(self, _context: Any) -> None:
         if not self.name:

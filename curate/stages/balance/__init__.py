@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
+from curate.names import check_name
 from curate.pool import Pool
 from curate.progress import console
 from curate.runner import run_stage
@@ -42,9 +43,8 @@ __all__ = ["DEFAULT_T", "run"]
 def _subset_uids(pool: Pool, subset: str | None) -> tuple[pa.Array | None, str]:
     if not subset:
         return None, ""
-    rel = subset.rstrip("/")
-    if not rel.startswith("subsets/"):
-        rel = f"subsets/{rel}"
+    name = subset.rstrip("/").removeprefix("subsets/")
+    rel = f"subsets/{check_name(name, 'balance: subset')}"
     path = f"{rel}/uids.parquet"
     if not pool.exists(path):
         raise PoolError(f"subset not found: {pool.uri(path)} (run `curate filter` first)")

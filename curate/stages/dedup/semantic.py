@@ -198,7 +198,7 @@ def semantic_dedup(pool: Pool, method: SemanticDedup, *, ray_address: str | None
 
     if pool.exists(f"{work}/centroids.npy"):
         with pool.open(f"{work}/centroids.npy") as fh:
-            centroids = np.load(fh)
+            centroids = np.load(fh, allow_pickle=False)
     else:
         sample, total = draw_sample(pool, embeddings_dir, method.column, shards, method.sample_size)
         if total == 0:

@@ -9,6 +9,7 @@ from typing import Any
 
 from curate.config import ExportConfig
 from curate.errors import ConfigError
+from curate.names import check_name
 from curate.pool import Pool
 from curate.progress import console
 from curate.runner import run_stage
@@ -23,12 +24,6 @@ EXPORTS_DIR = "exports"
 
 def export_dir(name: str) -> str:
     return f"{EXPORTS_DIR}/{name}"
-
-
-def _check_name(name: str) -> str:
-    if not name or "/" in name or name.startswith(".") or "://" in name:
-        raise ConfigError(f"export: invalid export name {name!r} (one directory name under exports/)")
-    return name
 
 
 def run(
@@ -48,7 +43,7 @@ def run(
     if not config.subset:
         raise ConfigError("export: no subset given (--subset NAME|PATH, or export.subset in the pipeline YAML)")
     subset = resolve_subset(pool, config.subset)
-    name = _check_name(config.name or subset.name)
+    name = check_name(config.name or subset.name, "export: export name (exports/<name>/; --name sets it)")
     out = export_dir(name)
     stage = f"export/{name}"
     settings = ExportSettings(out_dir=out, samples_per_shard=config.samples_per_shard,

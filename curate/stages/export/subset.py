@@ -76,7 +76,7 @@ def resolve_subset(pool: Pool, subset: str) -> Subset:
         raise ConfigError("export: no subset given (--subset NAME|PATH)")
     candidates: list[tuple[fsspec.AbstractFileSystem, str, str]] = []
     rel = subset.rstrip("/")
-    if "://" not in rel and not rel.startswith("/"):
+    if "://" not in rel and not rel.startswith("/") and ".." not in rel.split("/"):
         candidates.append((pool.fs, pool.path(rel), pool.uri(rel)))
         candidates += [(pool.fs, pool.path(root, rel), pool.uri(root, rel)) for root in SUBSET_ROOTS]
     fs, path = fsspec.core.url_to_fs(rel)

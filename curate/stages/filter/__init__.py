@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import ConfigError, PoolError
+from curate.names import check_name
 from curate.pool import Pool
 from curate.progress import console
 from curate.runner import run_stage
@@ -71,7 +72,7 @@ def prepare(pool: Pool, spec_path: str | Path, name: str | None = None) -> tuple
     """Load, validate and check a spec against the pool, reading only schemas."""
     spec, sources = load_spec(spec_path)
     if name:
-        spec = spec.model_copy(update={"name": name})
+        spec = spec.model_copy(update={"name": check_name(name, "filter: subset name")})
     check_survivors_placement(spec, sources)
     catalog = read_catalog(pool)
     check_against_pool(spec, sources, catalog)

@@ -31,8 +31,10 @@ from pydantic import (
 )
 
 from curate.errors import ConfigError
-from curate.yamlconf import KeyPath, dotted, line_of, load_yaml
+from curate.names import PoolName
+from curate.yamlconf import KeyPath, dotted, line_of, load_yaml, one_line, short
 
+MAX_SPEC_FILES = 256  # spec files one load_spec may read, each include counted
 COMPARE_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
 RANGE_OPS = ("between", "in", "not_in")
 FRACTION_OPS = ("top_fraction", "bottom_fraction")
@@ -204,7 +206,7 @@ class FilterSpec(BaseModel):
     """A whole spec file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="subset directory name")
+    name: PoolName = Field(..., description="subset directory name")
     description: str = ""
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -227,6 +229,7 @@ class SourceMap:
     def __init__(self) -> None:
         self._where: dict[int, tuple[str, KeyPath, int | None]] = {}
         self._keep: list[Any] = []  # ids are only unique while the objects live
+        self.files_loaded = 0  # spec files read, counting each include of the same file
 
     def add(self, cond: Any, file: str, path: KeyPath, lines: dict[KeyPath, int]) -> None:
         self._keep.append(cond)
@@ -265,8 +268,8 @@ def _format_errors(exc: ValidationError, file: str, lines: dict[KeyPath, int]) -
         got = err.get("input")
         suffix = ""
         if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
-            suffix = f" (got {got!r})"
-        messages[loc] = f"{where}: {dotted(loc)}: {msg}{suffix}"
+            suffix = f" (got {short(got)})"
+        messages[loc] = f"{where}: {one_line(dotted(loc), 200)}: {one_line(msg)}{suffix}"
     return "\n".join(messages.values())
 
 
@@ -282,6 +285,10 @@ def _load(path: Path, stack: tuple[Path, ...], sources: SourceMap) -> FilterSpec
     if resolved in stack:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
         raise ConfigError(f"{path}: include cycle: {chain}")
+    # Includes multiply like aliases (10 files that each include the next 10 times: 10^9 loads).
+    sources.files_loaded += 1
+    if sources.files_loaded > MAX_SPEC_FILES:
+        raise ConfigError(f"{path}: more than {MAX_SPEC_FILES} spec files included in all (an include bomb?)")
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__

@@ -25,6 +25,7 @@ def rules_from_config(config: IngestConfig) -> CandidateRules:
         max_caption_chars=config.max_caption_chars,
         max_url_chars=config.max_url_chars,
         use_title_without_alt=config.use_title_without_alt,
+        max_record_bytes=config.max_record_bytes,
     )
 
 

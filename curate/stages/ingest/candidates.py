@@ -50,6 +50,8 @@ class CandidateRules:
     max_caption_chars: int = 2000
     max_url_chars: int = 2048
     use_title_without_alt: bool = True
+    # A record is read into memory whole; gzip makes a 1.5 GB record 1.5 MB on disk.
+    max_record_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import fsspec
 
 from curate.errors import ConfigError
-from curate.stages.ingest.fetch import read_bytes
+from curate.stages.ingest.fetch import NotARegularFile, check_regular_file, read_bytes
 
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 _CRAWL_IN_PATH = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -57,10 +57,19 @@ def _expand_glob(pattern: str) -> list[str]:
     return sorted(fs.unstrip_protocol(p) for p in found)
 
 
+def _regular(url: str) -> str:
+    try:
+        check_regular_file(url)
+    except NotARegularFile as exc:
+        raise ConfigError(f"ingest: {exc}") from None
+    return url
+
+
 def resolve_inputs(inputs: list[str], crawl_files: int, crawl_base_url: str) -> list[InputFile]:
     """Sorted, de-duplicated files to ingest. A glob that matches nothing is an error (a
     typo must not silently ingest nothing); a plain path is kept even if it cannot be opened,
-    so that it shows up as a failed shard."""
+    so that it shows up as a failed shard. A local FIFO, directory, device or socket is an error
+    here, before any task could block opening it."""
     if not inputs:
         raise ConfigError("ingest: no inputs given (files, globs, http(s)/s3 URLs or a crawl id like CC-MAIN-2024-22)")
     files: dict[str, InputFile] = {}
@@ -73,9 +82,9 @@ def resolve_inputs(inputs: list[str], crawl_files: int, crawl_base_url: str) -> 
             if not matched:
                 raise ConfigError(f"ingest: the glob {item!r} matches no files")
             for url in matched:
-                files.setdefault(url, InputFile(url, crawl_of(url)))
+                files.setdefault(url, InputFile(_regular(url), crawl_of(url)))
         else:
-            files.setdefault(item, InputFile(item, crawl_of(item)))
+            files.setdefault(item, InputFile(_regular(item), crawl_of(item)))
     return [files[k] for k in sorted(files)]
 
 

@@ -10,6 +10,10 @@ Two readers that yield the same records from an intact file:
   header. Common Crawl files are per-record gzip members, so after a failure we look for the next
   gzip member that starts a WARC record and carry on from there: one damaged record costs that
   record, not the rest of the file.
+
+Both read a record's body into memory whole, so a record declaring more than `max_record_bytes`
+(a Content-Length; gzip turns a 1.5 GB record into 1.5 MB on disk) is counted as
+`record_too_large` and skipped unread: FastWARC streams past its body, and the rest of the file is kept.
 """
 
 from __future__ import annotations
@@ -66,17 +70,23 @@ def is_gzip(fh: IO[bytes]) -> bool:
     return magic == GZIP_MAGIC
 
 
-def iter_gzip_stream_records(fh: IO[bytes]) -> Iterator[tuple[WarcRecord, bytes]]:
+def iter_gzip_stream_records(fh: IO[bytes], counts: Counter[str] | None = None,
+                             max_record_bytes: int | None = None) -> Iterator[tuple[WarcRecord, bytes]]:
     """Yield (record, body) of an intact gzip-compressed WARC/WAT file; raise DamagedStream at any damage.
 
     Records are yielded as they are read, so a caller must be ready to discard what it built
-    from them when DamagedStream comes."""
+    from them when DamagedStream comes. Records over `max_record_bytes` are counted in
+    counts["record_too_large"] and skipped."""
     fh.seek(0)
     stream = gzip_ng.GzipFile(fileobj=fh, mode="rb")
     records = iter(ArchiveIterator(stream, parse_http=True))
     while True:
         try:
             record = next(records)
+            if max_record_bytes is not None and record.content_length > max_record_bytes:
+                if counts is not None:
+                    counts["record_too_large"] += 1
+                continue
             body = record.reader.read()
         except StopIteration:
             break
@@ -93,10 +103,11 @@ def iter_gzip_stream_records(fh: IO[bytes]) -> Iterator[tuple[WarcRecord, bytes]
         raise DamagedStream("FastWARC stopped before the end of the data")
 
 
-def iter_records(fh: IO[bytes], counts: Counter[str]) -> Iterator[tuple[WarcRecord, bytes]]:
+def iter_records(fh: IO[bytes], counts: Counter[str],
+                 max_record_bytes: int | None = None) -> Iterator[tuple[WarcRecord, bytes]]:
     """Yield (record, body) for every readable record; damaged stretches are counted in
     counts["record_corrupt"] and skipped, records shorter than their Content-Length in
-    counts["record_truncated"]."""
+    counts["record_truncated"], records over `max_record_bytes` in counts["record_too_large"]."""
     base = 0
     while True:
         fh.seek(base)
@@ -105,6 +116,9 @@ def iter_records(fh: IO[bytes], counts: Counter[str]) -> Iterator[tuple[WarcReco
         while True:
             try:
                 last = next(records)
+                if max_record_bytes is not None and last.content_length > max_record_bytes:
+                    counts["record_too_large"] += 1
+                    continue
                 body = last.reader.read()
             except StopIteration:
                 return

@@ -79,13 +79,14 @@ def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
     if is_gzip(fh):
         trial: Counter[str] = Counter()
         try:
-            result = _extract_records(iter_gzip_stream_records(fh), rules, source, crawl, trial)
+            records = iter_gzip_stream_records(fh, trial, rules.max_record_bytes)
+            result = _extract_records(records, rules, source, crawl, trial)
         except DamagedStream:
             fh.seek(0)
         else:
             counts.update(trial)
             return result
-    return _extract_records(iter_records(fh, counts), rules, source, crawl, counts)
+    return _extract_records(iter_records(fh, counts, rules.max_record_bytes), rules, source, crawl, counts)
 
 
 def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: CandidateRules, source: str, crawl: str,
