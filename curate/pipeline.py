@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from curate.config import PipelineConfig
-from curate.errors import ConfigError, CurateError
+from curate.errors import ConfigError, CurateError, PoolError
 from curate.pool import Pool
 from curate.progress import console
 
@@ -55,15 +55,29 @@ def select_stages(cfg: PipelineConfig, start: str | None, stop: str | None) -> l
 
 
 def read_recorded(pool: Pool) -> dict[str, Any]:
+    """The pool's pipeline.yaml (what earlier runs recorded); a damaged one is one PoolError naming it."""
     if not pool.exists(PIPELINE_FILE):
         return {}
-    return yaml.safe_load(pool.read_bytes(PIPELINE_FILE)) or {}
+    where = pool.uri(PIPELINE_FILE)
+    try:
+        doc = yaml.safe_load(pool.read_bytes(PIPELINE_FILE))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PoolError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}); "
+                        "move it aside to run again (it only records earlier runs' configs)") from exc
+    if doc is None:
+        return {}
+    hashes = doc.get("stage_hashes", {}) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(hashes, dict):
+        what = type(doc).__name__ if not isinstance(doc, dict) else f"stage_hashes {type(hashes).__name__}"
+        raise PoolError(f"{where}: expected a mapping with stage_hashes as written by `curate run`, found a {what}; "
+                        "move it aside to run again")
+    return doc
 
 
 def stage_finished(pool: Pool, stage: str) -> bool:
     """A stage counts as finished once its report exists and names no failed shards."""
     report = pool.read_report(stage)
-    return bool(report) and not report.get("shards_failed")
+    return isinstance(report, dict) and bool(report) and not report.get("shards_failed")
 
 
 def check_changed_stages(pool: Pool, cfg: PipelineConfig, stages: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from curate.config import DownloadConfig
 from curate.pool import Pool
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import DOWNLOAD_STAGE
+from curate.shards import DOWNLOAD_STAGE, shard_outputs
 from curate.stages.download.addresses import parse_allow_list
 from curate.stages.download.planning import candidate_files, check_plan, plan_shards
 from curate.stages.download.shard import download_shard
@@ -38,7 +38,7 @@ def run(
         pool.clear_stage(DOWNLOAD_STAGE)
     check_plan(pool, files, config.samples_per_shard, len(pool.done_shards(DOWNLOAD_STAGE)))
     result = run_stage(DOWNLOAD_STAGE, pool, download_shard, shards, config, num_cpus=1, max_retries=2,
-                       ray_address=ray_address, quiet=quiet)
+                       ray_address=ray_address, quiet=quiet, outputs=shard_outputs(config.output_format))
     totals = result.report.get("totals", {})
     samples = int(totals.get("samples", 0))
     successes = int(totals.get("successes", 0))

@@ -216,7 +216,8 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
                                "spec": spec.model_dump(by_alias=True, exclude_none=True)})
 
     result = run_stage(stage, pool, filter_shard, {sid: sid for sid in shards}, settings,
-                       ray_address=ray_address, quiet=quiet)
+                       ray_address=ray_address, quiet=quiet,
+                       outputs=lambda sid, _payload, _stats: [_part_rel(subset, sid)])
     result.raise_for_failures()
 
     uids, npy = _merge_parts(pool, subset, shards)

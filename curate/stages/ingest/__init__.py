@@ -57,6 +57,7 @@ def run(
         ray_address=ray_address,
         rerun=rerun,
         quiet=quiet,
+        outputs=lambda sid, _payload, _stats: [candidates_rel(sid)],
     )
     result.raise_for_failures()
     return result.report
