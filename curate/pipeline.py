@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from curate.config import PipelineConfig
 from curate.errors import ConfigError, CurateError, PoolError
 from curate.pool import Pool
+from curate.poollock import StageLock
 from curate.progress import console
 
 STAGES: tuple[str, ...] = (
@@ -133,7 +134,8 @@ def run_pipeline(
         first = min(STAGES.index(s) for s in changed)
         for stage in STAGES[first:]:
             if stage in stages:
-                pool.clear_stage(stage)
+                with StageLock(pool, stage):  # not while another run writes that stage
+                    pool.clear_stage(stage)
     address = ray_address or cfg.ray_address
     reports: dict[str, Any] = {}
     started = time.time()

@@ -97,7 +97,7 @@ def verified_done(stage: str, pool: Pool, shards: Mapping[str, Any], outputs: Ou
         done.pop(sid, None)
         pool.remove(pool.marker_rel(stage, sid))
         if not quiet:
-            console.print(f"[{stage}] {why}", markup=False, highlight=False)
+            console.print(f"[{stage}] {why}", markup=False, highlight=False, soft_wrap=True)
     return done
 
 

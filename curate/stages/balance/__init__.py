@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import list_shards
@@ -132,6 +133,7 @@ def _sum_sparse(pool: Pool, rel_dir: str, shards: list[str], columns: list[str],
     return totals
 
 
+@locked("balance")
 def run(
     pool: Pool,
     config: BalanceConfig,

@@ -9,6 +9,7 @@ from typing import Any
 
 from curate.config import DownloadConfig
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import DOWNLOAD_STAGE, shard_outputs
@@ -19,6 +20,7 @@ from curate.stages.download.shard import download_shard
 __all__ = ["download_shard", "run"]
 
 
+@locked("download")
 def run(
     pool: Pool,
     config: DownloadConfig,

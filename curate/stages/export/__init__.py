@@ -10,6 +10,7 @@ from typing import Any
 from curate.config import ExportConfig
 from curate.errors import ConfigError
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.stages.export.plan import ExportPlan, plan_export
@@ -31,6 +32,7 @@ def _check_name(name: str) -> str:
     return name
 
 
+@locked("export")
 def run(
     pool: Pool,
     config: ExportConfig,

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import list_shards
@@ -190,6 +191,7 @@ def _fingerprint(spec: FilterSpec, cutoffs: list[dict[str, Any]], dups: dict[str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@locked("filter")
 def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
     """Apply config.spec to the pool; returns the funnel (also written to subsets/<name>/funnel.json)."""

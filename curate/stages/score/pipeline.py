@@ -21,6 +21,7 @@ import numpy as np
 from curate.config import ScoreConfig
 from curate.errors import ConfigError, PoolError, StageFailed
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import ShardProgress, console, print_counts_table
 from curate.runner import merge_stats, verified_done
 from curate.scorers.base import SHARD, Batch, ImageView, Scorer, build_scorers
@@ -82,6 +83,7 @@ def _resolve_resources(scorers: list[Scorer]) -> dict[str, float]:
     return out
 
 
+@locked("score")
 def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
     """Score every download shard with the configured scorers; returns reports/score.json's content."""
