@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -81,12 +81,6 @@ def stale_after_default() -> float:
     return value
 
 
-# Locks this process holds, by (pool url, stage): a stage entered again from inside itself (a
-# pipeline calling a stage that calls another entry point) shares the outer lock.
-_HELD: dict[tuple[str, str], StageLock] = {}
-_HELD_GUARD = threading.Lock()
-
-
 class StageLock:
     """Exclusive right to write one stage of one pool; use as a context manager."""
 
@@ -105,8 +99,6 @@ class StageLock:
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._depth = 0
-        self._outer: StageLock | None = None
 
     # ------------------------------------------------------------------ state on the store
     def read(self) -> LockInfo | None:
@@ -165,12 +157,6 @@ class StageLock:
 
     # ------------------------------------------------------------------ acquire / release
     def acquire(self) -> None:
-        with _HELD_GUARD:
-            outer = _HELD.get((self.pool.url, self.stage))
-            if outer is not None:
-                outer._depth += 1
-                self._outer = outer
-                return
         for _ in range(5):
             self.info.since = self.info.heartbeat = time.time()
             if self._create_exclusive():
@@ -194,9 +180,6 @@ class StageLock:
         else:
             raise PoolError(f"{self.pool.uri(self.rel)}: could not take the lock of stage {self.stage} "
                             "(other runs keep taking it); try again")
-        self._depth = 1
-        with _HELD_GUARD:
-            _HELD[(self.pool.url, self.stage)] = self
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name=f"lock-{self.stage}", daemon=True)
         self._thread.start()
@@ -222,16 +205,10 @@ class StageLock:
                               markup=False, highlight=False, soft_wrap=True)
 
     def release(self) -> None:
-        if self._outer is not None:
-            self._outer._depth -= 1
-            self._outer = None
-            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        with _HELD_GUARD:
-            _HELD.pop((self.pool.url, self.stage), None)
         held = self.read()
         if held is not None and held.token == self.info.token:
             with contextlib.suppress(FileNotFoundError):
@@ -244,20 +221,13 @@ class StageLock:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        outer = self._outer is not None
         self.release()
-        if exc_type is None and self.lost and not outer:
+        if exc_type is None and self.lost:
             raise PoolError(
                 f"{self.pool.url}: the lock of stage {self.stage} was taken over during this run (now held by "
                 f"{self.lost}); its outputs may mix with that run's: run the stage again with --rerun once "
                 "that run is over"
             )
-
-
-@contextlib.contextmanager
-def stage_lock(pool: Pool, stage: str, quiet: bool = False) -> Iterator[StageLock]:
-    with StageLock(pool, stage, quiet=quiet) as lock:
-        yield lock
 
 
 def locked(stage: str) -> Callable[[F], F]:
