@@ -212,3 +212,30 @@ def test_score_fails_only_the_damaged_shard(case: str, tmp_path: Path, ray_runti
     assert info.value.failed.keys() == {"00000001"}
     assert "shards/00000001.parquet" in info.value.failed["00000001"]
     assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
+
+
+# ------------------------------------------------------------------------------------- balance
+
+
+@pytest.mark.fault("balance", "a download shard, or a --subset uid list, with uids that are not 32 lowercase hex",
+                   "that shard fails with one line naming the file (a bad subset: one line, nothing runs)")
+@pytest.mark.parametrize("where", ["shard", "subset"])
+def test_balance_rejects_non_hex_uids(where: str, tmp_path: Path) -> None:
+    from curate.config import BalanceConfig
+    from curate.stages import balance
+
+    pool = _score_pool(tmp_path)
+    metadata = tmp_path / "metadata.txt"
+    metadata.write_text("cat\ndog\nphoto\nhouse\n")
+    config = BalanceConfig(metadata=str(metadata), t=5)
+    if where == "shard":
+        _non_hex_uids(pool, "shards/00000001.parquet")
+        with pytest.raises(StageFailed) as info:
+            balance.run(pool, config, quiet=True)
+        assert set(info.value.failed) == {"00000001"}
+        assert "shards/00000001.parquet" in info.value.failed["00000001"]
+        assert "not 32 lowercase hex" in info.value.failed["00000001"]
+    else:
+        pool.write_parquet("subsets/mine/uids.parquet", pa.table({"uid": ["0" * 32, "NOT-A-UID"]}))
+        with pytest.raises(PoolError, match=r"subsets/mine/uids\.parquet: 1 uid"):
+            balance.run(pool, config.model_copy(update={"subset": "mine"}), quiet=True)
