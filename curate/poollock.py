@@ -70,6 +70,15 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _command() -> str:
+    """What the holder runs, for the refusal message: `curate download …` (first words only)."""
+    words = list(sys.argv[:4]) or ["python"]
+    words[0] = os.path.basename(words[0])
+    if words[0] in ("__main__.py", "cli.py"):
+        words[0] = "curate"
+    return " ".join(words)[:200]
+
+
 def stale_after_default() -> float:
     raw = os.environ.get(STALE_ENV, "")
     try:
@@ -93,9 +102,7 @@ class StageLock:
         self.heartbeat_every = heartbeat_every if heartbeat_every is not None else max(1.0, self.stale_after / 10)
         self.quiet = quiet
         self.info = LockInfo(token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
-                             command=" ".join(os.path.basename(a) if i == 0 else a
-                                              for i, a in enumerate(sys.argv[:4]))[:200] or "python",
-                             since=time.time(), heartbeat=time.time())
+                             command=_command(), since=time.time(), heartbeat=time.time())
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,6 +139,8 @@ class StageLock:
                 return True
             except FileExistsError:
                 return False
+            except OSError:  # a filesystem without hard links: O_EXCL is atomic too
+                return self._create_local_excl(final)
             finally:
                 os.unlink(tmp)
         try:
@@ -143,6 +152,15 @@ class StageLock:
         # other sees a foreign token here.
         held = self.read()
         return held is not None and held.token == self.info.token
+
+    def _create_local_excl(self, final: str) -> bool:
+        try:
+            fd = os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self._payload())
+        return True
 
     def stale_reason(self, held: LockInfo) -> str | None:
         """Why `held` may be taken over, or None while its owner is alive."""
