@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from curate.config import PipelineConfig
 from curate.errors import ConfigError, CurateError, PoolError
 from curate.pool import Pool
+from curate.poollock import StageLock
 from curate.progress import console
 from curate.yamlconf import parse_yaml, yaml_error_line
 
@@ -56,26 +57,33 @@ def select_stages(cfg: PipelineConfig, start: str | None, stop: str | None) -> l
 
 
 def read_recorded(pool: Pool) -> dict[str, Any]:
+    """The pool's pipeline.yaml (what earlier runs recorded); a damaged one is one PoolError naming it."""
     if not pool.exists(PIPELINE_FILE):
         return {}
+    where = pool.uri(PIPELINE_FILE)
     # The same bounded loader as configs: a pool may be shared, and its pipeline.yaml edited by anyone.
     try:
-        data, _ = parse_yaml(pool.read_bytes(PIPELINE_FILE).decode("utf-8"))
+        doc, _ = parse_yaml(pool.read_bytes(PIPELINE_FILE).decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise PoolError(f"{pool.uri(PIPELINE_FILE)}: not UTF-8 text ({exc.reason})") from None
+        raise PoolError(f"{where}: not UTF-8 text ({exc.reason}); "
+                        "move it aside to run again (it only records earlier runs' configs)") from None
     except yaml.YAMLError as exc:
-        raise PoolError(yaml_error_line(exc, pool.uri(PIPELINE_FILE))) from None
-    if data is None:
+        raise PoolError(f"{yaml_error_line(exc, where)}; "
+                        "move it aside to run again (it only records earlier runs' configs)") from None
+    if doc is None:
         return {}
-    if not isinstance(data, dict):
-        raise PoolError(f"{pool.uri(PIPELINE_FILE)}:1: expected a mapping, got {type(data).__name__}")
-    return data
+    hashes = doc.get("stage_hashes", {}) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(hashes, dict):
+        what = type(doc).__name__ if not isinstance(doc, dict) else f"stage_hashes {type(hashes).__name__}"
+        raise PoolError(f"{where}: expected a mapping with stage_hashes as written by `curate run`, found a {what}; "
+                        "move it aside to run again")
+    return doc
 
 
 def stage_finished(pool: Pool, stage: str) -> bool:
     """A stage counts as finished once its report exists and names no failed shards."""
     report = pool.read_report(stage)
-    return bool(report) and not report.get("shards_failed")
+    return isinstance(report, dict) and bool(report) and not report.get("shards_failed")
 
 
 def check_changed_stages(pool: Pool, cfg: PipelineConfig, stages: list[str]) -> list[str]:
@@ -131,7 +139,8 @@ def run_pipeline(
         first = min(STAGES.index(s) for s in changed)
         for stage in STAGES[first:]:
             if stage in stages:
-                pool.clear_stage(stage)
+                with StageLock(pool, stage):  # not while another run writes that stage
+                    pool.clear_stage(stage)
     address = ray_address or cfg.ray_address
     reports: dict[str, Any] = {}
     started = time.time()

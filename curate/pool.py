@@ -88,7 +88,12 @@ class Pool:
             return fh.read()
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        """A JSON file of the pool; a damaged one is a PoolError naming it (a missing one: FileNotFoundError)."""
+        data = self.read_bytes(rel)
+        try:
+            return json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError on binary garbage
+            raise PoolError(f"{self.uri(rel)}: not valid JSON ({_first_line(exc)})") from exc
 
     def remove(self, rel: str, recursive: bool = False) -> None:
         if self.exists(rel):
@@ -127,8 +132,29 @@ class Pool:
         self.write_bytes(rel, buf.getvalue())
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """A parquet file of the pool; a damaged one (truncated, garbage, missing a column) is a
+        PoolError naming it, so a shard task fails with one line that says which file."""
         with self.open(rel, "rb") as fh:
-            return pq.read_table(fh, columns=columns)
+            try:
+                return pq.read_table(fh, columns=columns)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
+
+    def parquet_schema(self, rel: str) -> pa.Schema:
+        """The Arrow schema from a parquet file's footer (PoolError naming a damaged file)."""
+        with self.open(rel, "rb") as fh:
+            try:
+                return pq.ParquetFile(fh).schema_arrow
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
+
+    def parquet_metadata(self, rel: str) -> pq.FileMetaData:
+        """A parquet file's footer (row count, schema); PoolError naming a damaged file."""
+        with self.open(rel, "rb") as fh:
+            try:
+                return pq.ParquetFile(fh).metadata
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
 
     def read_parquet_dir(self, rel_dir: str, columns: list[str] | None = None) -> pa.Table:
         """Concatenate every parquet file directly under a directory, in name order."""
@@ -158,12 +184,34 @@ class Pool:
         self.write_json(self.marker_rel(stage, shard), stats)
 
     def done_shards(self, stage: str) -> dict[str, dict[str, Any]]:
-        """Stats of every finished shard of a stage, by shard id."""
-        out: dict[str, dict[str, Any]] = {}
-        for name in self.listdir("_done", stage):
-            if name.endswith(".json"):
-                out[name[: -len(".json")]] = self.read_json(f"_done/{stage}/{name}")
-        return out
+        """Stats of every finished shard of a stage, by shard id (damaged markers left out)."""
+        return self.read_markers(stage)[0]
+
+    def marked_shards(self, stage: str) -> list[str]:
+        """Ids of every shard with a marker file, readable or not (names only: one listing), sorted."""
+        return [name[: -len(".json")] for name in self.listdir("_done", stage) if name.endswith(".json")]
+
+    def read_markers(self, stage: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(stats by shard id, {shard id: why its marker is unusable}) of a stage's markers.
+
+        A marker that is not a JSON object (garbage, truncated by a full disk, edited by hand) does
+        not count as done: the stage's next run redoes that shard rather than failing on it."""
+        good: dict[str, dict[str, Any]] = {}
+        damaged: dict[str, str] = {}
+        for shard in self.marked_shards(stage):
+            rel = self.marker_rel(stage, shard)
+            try:
+                stats = self.read_json(rel)
+            except PoolError as exc:
+                damaged[shard] = str(exc)
+                continue
+            except FileNotFoundError:  # removed since the listing (a --rerun elsewhere)
+                continue
+            if isinstance(stats, dict):
+                good[shard] = stats
+            else:
+                damaged[shard] = f"{self.uri(rel)}: not a JSON object"
+        return good, damaged
 
     def clear_stage(self, stage: str) -> None:
         """Forget a stage's completion (its markers and report), so it runs again."""
@@ -177,6 +225,11 @@ class Pool:
     def read_report(self, stage: str) -> dict[str, Any] | None:
         rel = f"reports/{stage}.json"
         return self.read_json(rel) if self.exists(rel) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:

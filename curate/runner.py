@@ -12,6 +12,7 @@ dicts merged across shards into reports/<stage>.json.
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
 
 ShardFn = Callable[[Pool, str, Any, Any], Mapping[str, Any] | None]
+OutputsFn = Callable[[str, Any, Mapping[str, Any]], list[str]]
 
 
 @dataclass
@@ -74,6 +76,31 @@ def _short_error(exc: BaseException) -> str:
     return text.splitlines()[-1][:500] if text else type(cause).__name__
 
 
+def verified_done(stage: str, pool: Pool, shards: Mapping[str, Any], outputs: OutputsFn | None,
+                  quiet: bool = False) -> dict[str, dict[str, Any]]:
+    """Markers of `stage` that count as done: readable, and (with `outputs`) with every output present.
+
+    Others are dropped with one line each so their shards run again."""
+    done, damaged = pool.read_markers(stage)
+    redo = {sid: f"{why}; redoing the shard" for sid, why in damaged.items() if sid in shards}
+    if outputs is not None:
+        wanted = {sid: outputs(sid, shards[sid], done[sid]) for sid in done if sid in shards}
+        present: dict[str, set[str]] = {}
+        for rel in {posixpath.dirname(r) for rels in wanted.values() for r in rels}:
+            present[rel] = set(pool.listdir(rel))  # one listing per directory, not one request per file
+        for sid, rels in wanted.items():
+            missing = [r for r in rels if posixpath.basename(r) not in present[posixpath.dirname(r)]]
+            if missing:
+                redo[sid] = (f"{pool.uri(pool.marker_rel(stage, sid))} marks shard {sid} done but "
+                             f"{pool.uri(missing[0])} is missing; redoing the shard")
+    for sid, why in sorted(redo.items()):
+        done.pop(sid, None)
+        pool.remove(pool.marker_rel(stage, sid))
+        if not quiet:
+            console.print(f"[{stage}] {why}", markup=False, highlight=False, soft_wrap=True)
+    return done
+
+
 def run_stage(
     stage: str,
     pool: Pool,
@@ -88,11 +115,15 @@ def run_stage(
     rerun: bool = False,
     quiet: bool = False,
     summary_counts_key: str = "counts",
+    outputs: OutputsFn | None = None,
 ) -> StageResult:
-    """Run every shard of `shards` (id -> payload) not already marked done."""
+    """Run every shard of `shards` (id -> payload) not already marked done.
+
+    `outputs(shard_id, payload, marker stats)` names the pool files a finished shard must have: a shard whose
+    marker is damaged, or whose outputs are gone (a "phantom" marker), runs again."""
     if rerun:
         pool.clear_stage(stage)
-    done_before = pool.done_shards(stage)
+    done_before = verified_done(stage, pool, shards, outputs, quiet)
     todo = {sid: p for sid, p in shards.items() if sid not in done_before}
     skipped = [sid for sid in shards if sid in done_before]
     progress = ShardProgress(stage, len(shards), skipped=len(skipped))

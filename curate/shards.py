@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curate.errors import PoolError
 from curate.pool import Pool
 from curate.tarstream import iter_tar_files
+from curate.uid import check_uids
 
 SHARD_DIR = "shards"
 DOWNLOAD_STAGE = "download"
@@ -124,19 +125,40 @@ class ShardWriter:
         self.pool.write_json(f"{SHARD_DIR}/{self.shard_id}_stats.json", stats)
 
 
+def shard_outputs(output_format: str) -> Callable[[str, Any, Any], list[str]]:
+    """The files a finished download shard has (the runner redoes a marked shard missing one)."""
+    def outputs(shard_id: str, _payload: Any, _stats: Any) -> list[str]:
+        tar = [f"{SHARD_DIR}/{shard_id}.tar"] if output_format == "webdataset" else []
+        return [*tar, f"{SHARD_DIR}/{shard_id}.parquet"]
+    return outputs
+
+
 def list_shards(pool: Pool) -> list[str]:
-    """Ids of complete download shards (those with a completion marker), sorted."""
-    return sorted(pool.done_shards(DOWNLOAD_STAGE))
+    """Ids of complete download shards (those with a completion marker), sorted.
+
+    A marker's presence is what counts here, not its content: a damaged one does not hide the
+    shard from later stages (`curate download` itself redoes such a shard)."""
+    return pool.marked_shards(DOWNLOAD_STAGE)
+
+
+def shard_parquet_rel(pool: Pool, shard_id: str) -> str:
+    """The shard's parquet, or a PoolError saying its marker is a phantom (the file is gone)."""
+    rel = f"{SHARD_DIR}/{shard_id}.parquet"
+    if not pool.exists(rel):
+        raise PoolError(f"{pool.uri(rel)} is missing though {pool.uri(pool.marker_rel(DOWNLOAD_STAGE, shard_id))} "
+                        "marks the shard done; run `curate download` again to redo it")
+    return rel
 
 
 def read_shard_table(pool: Pool, shard_id: str, columns: list[str] | None = None) -> pa.Table:
     """The shard's per-candidate table (without image bytes unless `jpg` is asked for)."""
-    rel = f"{SHARD_DIR}/{shard_id}.parquet"
+    rel = shard_parquet_rel(pool, shard_id)
     if columns is None:
-        with pool.open(rel) as fh:
-            names = [n for n in pq.ParquetFile(fh).schema_arrow.names if n != "jpg"]
-        columns = names
-    return pool.read_parquet(rel, columns=columns)
+        columns = [n for n in pool.parquet_schema(rel).names if n != "jpg"]
+    table = pool.read_parquet(rel, columns=columns)
+    if "uid" in table.column_names:
+        check_uids(table["uid"], pool.uri(rel))
+    return table
 
 
 def iter_shard_samples(pool: Pool, shard_id: str) -> Iterator[dict[str, Any]]:
@@ -161,7 +183,7 @@ def iter_shard_samples(pool: Pool, shard_id: str) -> Iterator[dict[str, Any]]:
             if current:
                 yield _finish(current)
         return
-    table = pool.read_parquet(f"{SHARD_DIR}/{shard_id}.parquet")
+    table = pool.read_parquet(shard_parquet_rel(pool, shard_id))
     for row in table.to_pylist():
         if row["status"] == "success" and row.get("jpg") is not None:
             image = row.pop("jpg")

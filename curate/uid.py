@@ -7,8 +7,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.errors import CurateError, PoolError
 
 UID_DTYPE = np.dtype("u8,u8")
+UID_PATTERN = "^[0-9a-f]{32}$"
 
 
 def make_uid(url: str, text: str) -> str:
@@ -18,6 +22,20 @@ def make_uid(url: str, text: str) -> str:
     h.update(b"\x00")
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
+
+
+def check_uids(uids: pa.Array | pa.ChunkedArray, where: str, error: type[CurateError] = PoolError) -> None:
+    """Raise `error` (one line naming `where`) unless every uid is 32 lowercase hex characters.
+
+    Called where uids enter curate (candidates read by download, shard tables, uid lists), so a
+    malformed one is named there instead of passing score and dedup and crashing a later merge."""
+    if not (pa.types.is_string(uids.type) or pa.types.is_large_string(uids.type)):
+        raise error(f"{where}: the uid column is {uids.type}, not strings of 32 lowercase hex characters")
+    bad = pc.invert(pc.match_substring_regex(pc.fill_null(uids, ""), UID_PATTERN))
+    n_bad = int(pc.sum(pc.cast(bad, pa.int64())).as_py() or 0)
+    if n_bad:
+        first = pc.filter(uids, bad)[0].as_py()
+        raise error(f"{where}: {n_bad} uid(s) are not 32 lowercase hex characters, e.g. {first!r}")
 
 
 def uids_to_npy_array(uids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:

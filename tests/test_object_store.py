@@ -82,3 +82,31 @@ def test_ingest_reads_s3_inputs_into_an_s3_pool(s3_bucket: str, tmp_path: Path,
         ingest.run(pool, IngestConfig(inputs=[f"s3://{s3_bucket}/crawl/*.wat.gz",
                                               f"s3://{s3_bucket}/crawl/missing.warc.wat.gz"]), quiet=True)
     assert list(failed.value.failed) == ["00002"]
+
+
+@pytest.mark.fault("pool", "two runs of one stage on an s3:// pool; a stale lock there",
+                   "the second is refused (conditional PUT); the stale one is taken over; released on exit")
+def test_stage_lock_on_s3(s3_bucket: str) -> None:
+    import os
+    import time
+
+    from curate.errors import PoolError
+    from curate.poollock import StageLock
+
+    pool = Pool(f"s3://{s3_bucket}/locked")
+    rel = "_locks/download.json"
+    first = StageLock(pool, "download", quiet=True)
+    second = StageLock(Pool(pool.url), "download", quiet=True)
+    with first:
+        assert pool.read_json(rel)["token"] == first.info.token
+        assert not second._create_exclusive()  # If-None-Match: * refuses the second writer
+        with pytest.raises(PoolError, match=f"locked by pid {os.getpid()}"):
+            second.acquire()
+        assert pool.read_json(rel)["token"] == first.info.token
+    assert not pool.exists(rel)
+
+    pool.write_json(rel, {"token": "crashed", "host": "elsewhere", "pid": 1, "command": "curate download",
+                          "since": time.time() - 7200, "heartbeat": time.time() - 3600})
+    with second:
+        assert pool.read_json(rel)["token"] == second.info.token
+    assert not pool.exists(rel)

@@ -205,7 +205,4 @@ def exports_info(pool: Pool) -> dict[str, Any]:
 def parquet_rows_file(pool: Pool, rel: str) -> int | None:
     if not pool.exists(rel):
         return None
-    import pyarrow.parquet as pq
-
-    with pool.open(rel) as fh:
-        return pq.ParquetFile(fh).metadata.num_rows
+    return pool.parquet_metadata(rel).num_rows

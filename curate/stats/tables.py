@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.pool import Pool
 from curate.progress import ShardProgress
@@ -89,8 +88,7 @@ def parquet_rows(pool: Pool, rel_dir: str) -> int | None:
         return None
     total = 0
     for name in files:
-        with pool.open(f"{rel_dir}/{name}") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
+        total += pool.parquet_metadata(f"{rel_dir}/{name}").num_rows
     return total
 
 

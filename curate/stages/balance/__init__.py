@@ -25,6 +25,7 @@ from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.names import check_name
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import list_shards
@@ -32,7 +33,7 @@ from curate.stages.balance.matching import Rule, SharedMatcher, build_matcher
 from curate.stages.balance.metadata import ALL_LANGUAGES, Metadata, load_metadata
 from curate.stages.balance.passes import MatchSettings, SampleSettings, match_shard, sample_shard
 from curate.stages.balance.sampling import entry_probabilities, p_to_t, t_to_p
-from curate.uid import uids_to_npy_array
+from curate.uid import check_uids, uids_to_npy_array
 
 DEFAULT_T = 20_000
 HEAD_ENTRIES_IN_REPORT = 25
@@ -49,6 +50,7 @@ def _subset_uids(pool: Pool, subset: str | None) -> tuple[pa.Array | None, str]:
     if not pool.exists(path):
         raise PoolError(f"subset not found: {pool.uri(path)} (run `curate filter` first)")
     uids = pool.read_parquet(path, ["uid"])["uid"].combine_chunks()
+    check_uids(uids, pool.uri(path))
     # The subset's content (not its file's bytes or time) decides whether pass 1 must run again.
     ordered = pc.take(uids, pc.sort_indices(uids))
     h = hashlib.blake2b(digest_size=16)
@@ -139,6 +141,7 @@ def _sum_sparse(pool: Pool, rel_dir: str, shards: list[str], columns: list[str],
     return totals
 
 
+@locked("balance")
 def run(
     pool: Pool,
     config: BalanceConfig,

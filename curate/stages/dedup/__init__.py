@@ -13,6 +13,7 @@ from typing import Any
 
 from curate.config import DecontaminateDedup, DedupConfig, ExactDedup, PerceptualDedup, SemanticDedup
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.stages.dedup.common import DEDUP_DIR, MethodResult, finish
 from curate.stages.dedup.decontaminate import decontaminate
@@ -38,6 +39,7 @@ def run_method(pool: Pool, method: Any, *, ray_address: str | None = None, rerun
     raise TypeError(f"unknown dedup method {type(method).__name__}")
 
 
+@locked("dedup")
 def run(pool: Pool, config: DedupConfig, *, ray_address: str | None = None, rerun: bool = False,
         only: list[str] | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run the configured methods (or those named in `only`); returns the report written to reports/dedup.json."""

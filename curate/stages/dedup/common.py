@@ -57,14 +57,11 @@ def require_shard_files(pool: Pool, rel_dir: str, shards: list[str], what: str) 
 
 def find_score_dir(pool: Pool, column: str, shards: list[str]) -> str:
     """The scores/<scorer>/ directory whose tables hold `column`."""
-    import pyarrow.parquet as pq
 
     for scorer in pool.listdir("scores"):
         rel = f"scores/{scorer}/{shards[0]}.parquet"
-        if pool.exists(rel):
-            with pool.open(rel) as fh:
-                if column in pq.ParquetFile(fh).schema_arrow.names:
-                    return f"scores/{scorer}"
+        if pool.exists(rel) and column in pool.parquet_schema(rel).names:
+            return f"scores/{scorer}"
     raise PoolError(f"{pool.uri('scores')}: no scorer writes column {column!r} (needed by the keep rule)")
 
 

@@ -99,10 +99,7 @@ def decontaminate(pool: Pool, method: DecontaminateDedup, *, ray_address: str | 
 
 def _check_dims(pool: Pool, rel: str, column: str, eval_dim: int) -> None:
     """Fail before any shard runs when the eval model is not the one that embedded the pool."""
-    import pyarrow.parquet as pq
-
-    with pool.open(rel) as fh:
-        schema = pq.ParquetFile(fh).schema_arrow
+    schema = pool.parquet_schema(rel)
     if column not in schema.names:
         raise ConfigError(f"{pool.uri(rel)}: no column {column!r}")
     kind = schema.field(column).type

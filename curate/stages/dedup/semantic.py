@@ -23,7 +23,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.config import SemanticDedup
 from curate.errors import ConfigError
@@ -171,8 +170,7 @@ def draw_sample(pool: Pool, embeddings_dir: str, column: str, shards: list[str],
     """A uid-hash sample of about sample_size normalised embeddings, in uid order; and the pool size."""
     total = 0
     for s in shards:
-        with pool.open(f"{embeddings_dir}/{s}.parquet") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
+        total += pool.parquet_metadata(f"{embeddings_dir}/{s}.parquet").num_rows
     if total == 0:
         return np.zeros((0, 0), np.float32), 0
     cutoff = np.uint64(min(2**64 - 1, int(2**64 * min(1.0, sample_size / total))))

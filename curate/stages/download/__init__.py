@@ -9,9 +9,10 @@ from typing import Any
 
 from curate.config import DownloadConfig
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import DOWNLOAD_STAGE
+from curate.shards import DOWNLOAD_STAGE, shard_outputs
 from curate.stages.download.addresses import parse_allow_list
 from curate.stages.download.planning import candidate_files, check_plan, plan_shards
 from curate.stages.download.shard import download_shard
@@ -19,6 +20,7 @@ from curate.stages.download.shard import download_shard
 __all__ = ["download_shard", "run"]
 
 
+@locked("download")
 def run(
     pool: Pool,
     config: DownloadConfig,
@@ -38,7 +40,7 @@ def run(
         pool.clear_stage(DOWNLOAD_STAGE)
     check_plan(pool, files, config.samples_per_shard, len(pool.done_shards(DOWNLOAD_STAGE)))
     result = run_stage(DOWNLOAD_STAGE, pool, download_shard, shards, config, num_cpus=1, max_retries=2,
-                       ray_address=ray_address, quiet=quiet)
+                       ray_address=ray_address, quiet=quiet, outputs=shard_outputs(config.output_format))
     totals = result.report.get("totals", {})
     samples = int(totals.get("samples", 0))
     successes = int(totals.get("successes", 0))

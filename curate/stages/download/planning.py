@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
-
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, shard_name
@@ -21,12 +19,12 @@ def candidate_files(pool: Pool) -> list[tuple[str, int]]:
     out = []
     for name in names:
         rel = f"{CANDIDATE_DIR}/{name}"
-        with pool.open(rel) as fh:
-            pf = pq.ParquetFile(fh)
-            missing = [c for c in CANDIDATE_COLUMNS if c not in pf.schema_arrow.names]
-            if missing:
-                raise PoolError(f"{pool.uri(rel)} lacks column(s) {', '.join(missing)}")
-            out.append((rel, pf.metadata.num_rows))
+        meta = pool.parquet_metadata(rel)  # a truncated or garbage file is one PoolError naming it
+        names = meta.schema.to_arrow_schema().names
+        missing = [c for c in CANDIDATE_COLUMNS if c not in names]
+        if missing:
+            raise PoolError(f"{pool.uri(rel)} lacks column(s) {', '.join(missing)}")
+        out.append((rel, meta.num_rows))
     return out
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.config import DownloadConfig
@@ -25,6 +24,7 @@ from curate.stages.download.addresses import DnsCache, parse_allow_list
 from curate.stages.download.fetch import FetchFailure, FetchSettings, fetch_image
 from curate.stages.download.images import ImageProcessor, ImageRejected
 from curate.stages.download.politeness import HostLimiter
+from curate.uid import check_uids
 
 CANDIDATE_COLUMNS = ("uid", "url", "text")
 OPTIONAL_COLUMNS = ("page_url",)
@@ -111,11 +111,12 @@ def read_segments(pool: Pool, segments: list[Segment]) -> pa.Table:
     """The shard's candidate rows, in order, with the columns download needs."""
     tables = []
     for seg in segments:
-        with pool.open(seg.file) as fh:
-            pf = pq.ParquetFile(fh)
-            names = set(pf.schema_arrow.names)
-            cols = [c for c in (*CANDIDATE_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
-            tables.append(pf.read(columns=cols).slice(seg.start, seg.stop - seg.start))
+        names = set(pool.parquet_schema(seg.file).names)
+        cols = [c for c in (*CANDIDATE_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
+        part = pool.read_parquet(seg.file, columns=cols).slice(seg.start, seg.stop - seg.start)
+        # uids enter the pool here (ingest writes valid ones; candidates may come from elsewhere).
+        check_uids(part["uid"], f"{pool.uri(seg.file)} rows {seg.start}-{seg.stop - 1}")
+        tables.append(part)
     return pa.concat_tables(tables, promote_options="default")
 
 

@@ -11,6 +11,7 @@ from curate.config import ExportConfig
 from curate.errors import ConfigError
 from curate.names import check_name
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.stages.export.plan import ExportPlan, plan_export
@@ -26,6 +27,7 @@ def export_dir(name: str) -> str:
     return f"{EXPORTS_DIR}/{name}"
 
 
+@locked("export")
 def run(
     pool: Pool,
     config: ExportConfig,

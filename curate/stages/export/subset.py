@@ -13,11 +13,10 @@ import pyarrow.parquet as pq
 
 from curate.errors import ConfigError
 from curate.pool import Pool
-from curate.uid import npy_array_to_uids
+from curate.uid import check_uids, npy_array_to_uids
 
 SUBSET_ROOTS = ("subsets", "balanced")
 UID_FILES = ("uids.parquet", "uids.npy")
-UID_PATTERN = "^[0-9a-f]{32}$"
 
 
 @dataclass
@@ -41,15 +40,14 @@ def _read_uid_file(url: str) -> pa.ChunkedArray:
             raise ConfigError(f"{url}: not a DataComp uid array (expected dtype u8,u8), got {arr.dtype}")
         return pa.chunked_array([pa.array(npy_array_to_uids(arr), pa.string())])
     with fs.open(path, "rb") as fh:
-        table = pq.read_table(fh)
+        try:
+            table = pq.read_table(fh)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ConfigError(f"{url}: unreadable parquet ({str(exc).strip().splitlines()[0][:300]})") from exc
     if "uid" not in table.column_names:
         raise ConfigError(f"{url}: has no 'uid' column (columns: {', '.join(table.column_names)})")
     uids = pc.cast(table["uid"], pa.string())
-    bad = pc.invert(pc.match_substring_regex(pc.fill_null(uids, ""), UID_PATTERN))
-    n_bad = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
-    if n_bad:
-        first = pc.filter(uids, bad)[0].as_py()
-        raise ConfigError(f"{url}: {n_bad} uid(s) are not 32 lowercase hex characters, e.g. {first!r}")
+    check_uids(uids, url, ConfigError)
     return uids
 
 

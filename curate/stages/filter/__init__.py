@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from curate.errors import ConfigError, PoolError
 from curate.names import check_name
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import console
 from curate.runner import run_stage
 from curate.shards import list_shards
@@ -191,6 +192,7 @@ def _fingerprint(spec: FilterSpec, cutoffs: list[dict[str, Any]], dups: dict[str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@locked("filter")
 def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
     """Apply config.spec to the pool; returns the funnel (also written to subsets/<name>/funnel.json)."""
@@ -217,7 +219,8 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
                                "spec": spec.model_dump(by_alias=True, exclude_none=True)})
 
     result = run_stage(stage, pool, filter_shard, {sid: sid for sid in shards}, settings,
-                       ray_address=ray_address, quiet=quiet)
+                       ray_address=ray_address, quiet=quiet,
+                       outputs=lambda sid, _payload, _stats: [_part_rel(subset, sid)])
     result.raise_for_failures()
 
     uids, npy = _merge_parts(pool, subset, shards)

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.errors import PoolError
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, list_shards
+from curate.shards import SHARD_DIR, list_shards, shard_parquet_rel
 from curate.stages.filter.uidkeys import all_unique
+from curate.uid import check_uids
 
 # Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
 SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")
@@ -46,19 +46,33 @@ class ColumnCatalog:
 
 
 def _schema(pool: Pool, rel: str) -> pa.Schema:
-    with pool.open(rel) as fh:
-        return pq.ParquetFile(fh).schema_arrow
+    return pool.parquet_schema(rel)
 
 
 def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
-    """Columns of the pool, from the footers of one shard's tables (all shards share schemas)."""
+    """Columns of the pool, from the footers of one shard's tables (all shards share schemas).
+
+    Without `shard_id`, the first shard whose tables read is used: a damaged shard fails in its
+    own task later, not the whole stage here."""
     shards = list_shards(pool)
     if not shards:
         raise PoolError(f"{pool.url}: no finished download shards (_done/download/ is empty); run download first")
-    shard = shard_id or shards[0]
+    if shard_id is not None:
+        return _catalog_of(pool, shard_id)
+    first_error: PoolError | None = None
+    for shard in shards:
+        try:
+            return _catalog_of(pool, shard)
+        except PoolError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def _catalog_of(pool: Pool, shard: str) -> ColumnCatalog:
     sources: dict[str, str] = {}
     types: dict[str, pa.DataType] = {}
-    shard_schema = _schema(pool, f"{SHARD_DIR}/{shard}.parquet")
+    shard_schema = _schema(pool, shard_parquet_rel(pool, shard))
     for name in SHARD_VALUE_COLUMNS:
         if name in shard_schema.names:
             sources[name] = "shards"
@@ -96,7 +110,9 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
     for name in columns:
         if sources.get(name) == "derived":
             base_needed.update(DERIVED[name][0])
-    shard = pool.read_parquet(f"{SHARD_DIR}/{shard_id}.parquet", columns=["uid", "status", *sorted(base_needed)])
+    shard_rel = shard_parquet_rel(pool, shard_id)
+    shard = pool.read_parquet(shard_rel, columns=["uid", "status", *sorted(base_needed)])
+    check_uids(shard["uid"], pool.uri(shard_rel))
     ok = pc.equal(shard["status"], "success")
     table = shard.filter(ok).drop_columns(["status"])
     not_downloaded = shard.num_rows - table.num_rows

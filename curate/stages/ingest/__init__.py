@@ -9,6 +9,7 @@ from typing import Any
 
 from curate.config import IngestConfig
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.runner import run_stage
 from curate.stages.ingest.candidates import CANDIDATE_SCHEMA, CandidateRules
 from curate.stages.ingest.inputs import InputFile, resolve_inputs, shard_id
@@ -35,6 +36,7 @@ def plan_shards(config: IngestConfig) -> dict[str, InputFile]:
     return {shard_id(i): f for i, f in enumerate(files)}
 
 
+@locked("ingest")
 def run(
     pool: Pool,
     config: IngestConfig,
@@ -58,6 +60,7 @@ def run(
         ray_address=ray_address,
         rerun=rerun,
         quiet=quiet,
+        outputs=lambda sid, _payload, _stats: [candidates_rel(sid)],
     )
     result.raise_for_failures()
     return result.report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,9 @@ import numpy as np
 from curate.config import ScoreConfig
 from curate.errors import ConfigError, PoolError, StageFailed
 from curate.pool import Pool
+from curate.poollock import locked
 from curate.progress import ShardProgress, console, print_counts_table
-from curate.runner import merge_stats
+from curate.runner import merge_stats, verified_done
 from curate.scorers.base import SHARD, Batch, ImageView, Scorer, build_scorers
 from curate.shards import list_shards, read_shard_table
 from curate.stages.score.actor import ScorerActor
@@ -59,9 +61,14 @@ def needed_views(scorers: list[Scorer]) -> list[ImageView]:
     return sorted({v for s in scorers for v in s.views()}, key=lambda v: (v.column))
 
 
-def shards_to_score(pool: Pool, shards: list[str], names: list[str]) -> list[str]:
-    """Shards without a marker, or whose marker lacks one of the configured scorers (config grew)."""
-    done = pool.done_shards(STAGE)
+def shards_to_score(pool: Pool, shards: list[str], names: list[str], quiet: bool = True) -> list[str]:
+    """Shards without a marker, or whose marker lacks one of the configured scorers (config grew).
+
+    A damaged marker, or one whose scores/<scorer>/<shard>.parquet is gone, is dropped (redone)."""
+    def outputs(sid: str, _payload: object, stats: Mapping[str, Any]) -> list[str]:
+        return [f"scores/{name}/{sid}.parquet" for name in names if name in stats.get("scorers", [])]
+
+    done = verified_done(STAGE, pool, dict.fromkeys(shards), outputs, quiet)
     return [s for s in shards if s not in done or not set(names) <= set(done[s].get("scorers", []))]
 
 
@@ -76,6 +83,7 @@ def _resolve_resources(scorers: list[Scorer]) -> dict[str, float]:
     return out
 
 
+@locked("score")
 def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
     """Score every download shard with the configured scorers; returns reports/score.json's content."""
@@ -90,7 +98,7 @@ def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, reru
         pool.clear_stage(STAGE)
     scorers = order_scorers(build_scorers(list(config.scorers)))
     names = [s.name for s in scorers]
-    todo = shards_to_score(pool, shards, names)
+    todo = shards_to_score(pool, shards, names, quiet)
     progress = ShardProgress(STAGE, len(shards), skipped=len(shards) - len(todo))
     progress.enabled = not quiet
     started = time.time()
@@ -180,8 +188,17 @@ def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[
     gpus = _resolve_resources(scorers)
     _check_cpu_budget(config, models, float(ray.cluster_resources().get("CPU", 0)))
     device_views = needed_views(models) if config.jpeg_decode_on == "model" else []
-    expected = {sid: _expected_samples(pool, sid) for sid in todo}
+    expected: dict[str, int] = {}
+    for sid in todo:
+        try:
+            expected[sid] = _expected_samples(pool, sid)
+        except PoolError as exc:  # a damaged or missing shard table fails that shard, not the stage
+            failed[sid] = str(exc)[:500]
+            progress.update(failed=True)
+    todo = [sid for sid in todo if sid in expected]
     pending = {sid: ShardResult(sid, expected[sid]) for sid in todo}
+    if not todo:
+        return
 
     ds = ray.data.from_items([{SHARD: sid} for sid in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(

@@ -12,7 +12,9 @@ import pyarrow as pa
 
 from curate.pool import Pool
 from curate.scorers.base import IMAGE_OK, IMAGE_REASON, INDEX, UID, Batch, Scorer, embedding_column
+from curate.shards import SHARD_DIR
 from curate.stages.score.read import NOTES
+from curate.uid import check_uids
 
 SCORED = "scored"
 MISSING = "missing_from_tar"  # listed as success in the shard parquet, absent from its tar
@@ -62,6 +64,8 @@ def write_shard(pool: Pool, result: ShardResult, scorers: list[Scorer]) -> dict[
     n = len(rows[UID]) if rows else 0
     ok = rows[IMAGE_OK].astype(bool) if rows else np.zeros(0, bool)
     uids = pa.array(rows[UID].tolist() if rows else [], pa.string())
+    # A tar's .json can carry any uid: one not made by make_uid must stop here, not at filter's merge.
+    check_uids(uids, f"{pool.uri(SHARD_DIR)}/{result.shard} (uids of its samples)")
     for scorer in scorers:
         masked = set(scorer.image_columns())
         cols: dict[str, pa.Array] = {UID: uids}
