@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from curate import __version__
 from curate.config import DownloadConfig
+from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, SampleRow, ShardWriter
 from curate.stages.download.addresses import DnsCache, parse_allow_list
@@ -193,11 +194,9 @@ def earlier_shard_to_keep(pool: Pool, shard_id: str, rows: list[SampleRow],
         return None
     try:
         earlier = pool.read_json(stats_rel)
-        with pool.open(parquet_rel) as fh:
-            pf = pq.ParquetFile(fh)
-            has_images = "jpg" in pf.schema_arrow.names
-            table = pf.read(columns=["uid", "status"])
-    except (OSError, ValueError, pa.ArrowException):
+        has_images = "jpg" in pool.parquet_schema(parquet_rel).names
+        table = pool.read_parquet(parquet_rel, columns=["uid", "status"])
+    except (PoolError, OSError, ValueError, pa.ArrowException):
         return None  # unreadable: nothing worth keeping
     if has_images != (config.output_format == "parquet") or not isinstance(earlier, dict):
         return None
