@@ -31,19 +31,26 @@ import pytest  # noqa: E402 - after the environment above, which Ray reads at im
 pytest_plugins = ["tests.reliability_plugin", "tests.clip_fixtures"]
 
 
-def netguard_attempts() -> list[dict]:
-    """Every connection or name lookup past this machine that a suite process tried so far."""
+def netguard_attempts(kind: str | None = None) -> list[dict]:
+    """What suite processes tried so far past this machine: "connect"ions and name "lookup"s (both refused)."""
     path = Path(os.environ["CURATE_NETGUARD_LOG"])
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    attempts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [a for a in attempts if kind is None or a["kind"] == kind]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    attempts = netguard_attempts()
-    if attempts:
-        lines = "\n".join(f"  pid {a['pid']} {' '.join(a['argv'])}: {a['event']} {a['target']}" for a in attempts)
-        print(f"\nnetwork guard: {len(attempts)} attempt(s) to reach past this machine during the suite:\n{lines}")
+    def describe(attempts: list[dict]) -> str:
+        return "\n".join(f"  pid {a['pid']} {' '.join(a['argv'])}: {a['event']} {a['target']}" for a in attempts)
+
+    lookups = netguard_attempts("lookup")
+    if lookups:  # refused, so nothing was sent; the download tests and the demo try dead hosts on purpose
+        print(f"\nnetwork guard: refused {len(lookups)} name lookup(s) of other hosts:\n{describe(lookups)}")
+    connects = netguard_attempts("connect")
+    if connects:
+        print(f"\nnetwork guard: {len(connects)} connection attempt(s) past this machine during the suite:\n"
+              f"{describe(connects)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -47,8 +47,9 @@ def test_network_guard_refuses_and_records_off_machine_connections(tmp_path: Pat
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["refused 101", "no lookup", "loopback ok"]
     attempts = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(a["event"], a["target"]) for a in attempts] == [
-        ("socket.connect", "('169.254.169.254', 80)"), ("socket.getaddrinfo", "'metadata.google.internal'")]
+    assert [(a["kind"], a["event"], a["target"]) for a in attempts] == [
+        ("connect", "socket.connect", "('169.254.169.254', 80)"),
+        ("lookup", "socket.getaddrinfo", "'metadata.google.internal'")]
 
 
 @pytest.mark.fault("runtime", "a local Ray start: Ray's dashboard process probes cloud metadata services "
@@ -64,7 +65,8 @@ def test_local_ray_start_sends_nothing_off_machine(ray_runtime) -> None:
     # UsageStatsHead logs this right after get_cluster_config_to_report(), the call that probes.
     _wait_for(lambda: log.exists() and "Usage reporting is disabled" in log.read_text(errors="replace"), 180,
               "Ray's dashboard to finish its usage-stats start")
-    assert netguard_attempts() == []
+    ray_processes = [a for a in netguard_attempts() if "/ray/" in " ".join(a["argv"])]
+    assert netguard_attempts("connect") == [] and ray_processes == []
 
 
 def test_suite_runs_in_a_loopback_only_network_namespace() -> None:

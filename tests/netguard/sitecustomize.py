@@ -3,11 +3,13 @@
 tests/conftest.py puts this directory first on PYTHONPATH and sets CURATE_NETGUARD_LOG, so every
 Python process the suite starts imports it at startup: pytest itself, `curate` subprocesses, Ray's
 workers, dashboard and agents. An audit hook (PEP 578) sees each socket connect/sendto and name
-lookup; one aimed past this machine (not loopback, not one of this host's own addresses) is
-appended to the log as a JSON line and fails with ENETUNREACH, as it would in the loopback-only
-network namespace `make test` runs in. The suite fails when the log is not empty
-(tests/conftest.py, tests/test_hermetic.py). Without CURATE_NETGUARD_LOG this file does nothing.
-Native code (Ray's C++ core, Chromium) is not seen here; the namespace covers it.
+lookup. A connection aimed past this machine (not loopback, not one of this host's own addresses)
+fails with ENETUNREACH, as in the loopback-only network namespace `make test` runs in, and is
+appended to the log as a JSON line; the suite fails when there is one (tests/conftest.py,
+tests/test_hermetic.py). A lookup of a name that is not this host's fails too (no DNS packet
+leaves) and is logged as a "lookup": the download tests and the demo look up dead hosts on
+purpose. Without CURATE_NETGUARD_LOG this file does nothing. Native code (Ray's C++ core,
+Chromium) is not seen here; the namespace covers it.
 """
 
 from __future__ import annotations
@@ -41,25 +43,29 @@ def _is_own_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return _checked[key]
 
 
-def _is_local_host(host: object) -> bool:
-    if host is None:
-        return True
+def _ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     if not isinstance(host, str):
-        return True
-    name = host.strip("[]").split("%", 1)[0]
+        return None
     try:
-        return _is_own_address(ipaddress.ip_address(name))
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
-        pass
-    name = name.lower().rstrip(".")
+        return None
+
+
+def _is_local_name(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return True  # None: the local host
+    name = host.lower().rstrip(".")
     return name in _LOCAL_NAMES or name.endswith(".localhost") or name == socket.gethostname().lower()
 
 
-def _record(event: str, target: object) -> None:
-    line = json.dumps({"pid": os.getpid(), "argv": [str(a)[:200] for a in sys.argv[:4]], "event": event,
-                       "target": repr(target)[:200]}) + "\n"
+def _record(kind: str, event: str, target: object) -> None:
+    line = json.dumps({"kind": kind, "pid": os.getpid(), "argv": [str(a)[:200] for a in sys.argv[:4]],
+                       "event": event, "target": repr(target)[:200]}) + "\n"
     fd = os.open(os.environ["CURATE_NETGUARD_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -72,16 +78,17 @@ def _hook(event: str, args: tuple) -> None:
         return
     if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
         sock, address = args[0], args[1]
-        if address is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
             return
-        if not isinstance(address, tuple) or _is_local_host(address[0]):
+        ip = _ip(address[0])
+        if (ip is not None and _is_own_address(ip)) or (ip is None and _is_local_name(address[0])):
             return
-        _record(event, address)
+        _record("connect", event, address)
         raise OSError(errno.ENETUNREACH, f"network guard: {address[0]} is off this machine (tests/netguard)")
     if event in ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex"):
-        if _is_local_host(args[0]):
-            return
-        _record(event, args[0])
+        if _ip(args[0]) is not None or _is_local_name(args[0]):
+            return  # an address needs no lookup: the connect that may follow is checked
+        _record("lookup", event, args[0])
         raise socket.gaierror(socket.EAI_NONAME, f"network guard: no name lookups in tests ({args[0]!r})")
 
 
