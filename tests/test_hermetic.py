@@ -72,7 +72,7 @@ def test_local_ray_start_sends_nothing_off_machine(ray_runtime) -> None:
 def test_suite_runs_in_a_loopback_only_network_namespace() -> None:
     """`make test` sets CURATE_TEST_NETNS=1 inside `unshare -n`; there, only `lo` may exist."""
     if os.environ.get("CURATE_TEST_NETNS") != "1":
-        pytest.skip("not run through `make test` in a network namespace (unshare -n unavailable here)")
+        pytest.skip("not run through scripts/hermetic.sh (`make test`), which sets CURATE_TEST_NETNS=1")
     assert [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
