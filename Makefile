@@ -1,10 +1,13 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Each installs what is missing
-# into ./.venv first (torch comes from the machine's local wheels), then runs.
+# into ./.venv first (torch comes from the machine's local wheels), then runs in a loopback-only
+# network namespace where the machine allows one (scripts/hermetic.sh): the install needs the
+# package registries, the suite and the demo must never send a packet off the machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+HERMETIC := scripts/hermetic.sh
 
 .PHONY: install demo test lint bench clean-demo system-deps reliability-doc
 
@@ -21,18 +24,18 @@ system-deps:
 	@bash scripts/system_deps.sh
 
 demo: install
-	$(PY) -m curate.demo
+	$(HERMETIC) $(PY) -m curate.demo
 
 test: install system-deps
 	$(VENV)/bin/ruff check curate tests benchmarks
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(HERMETIC) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check curate tests benchmarks
 	$(VENV)/bin/ruff format --check curate tests benchmarks || true
 
 reliability-doc: install
-	CURATE_RELIABILITY_OUT=docs/reliability.md $(PY) -m pytest -q -m fault
+	CURATE_RELIABILITY_OUT=docs/reliability.md $(HERMETIC) $(PY) -m pytest -q -m fault
 
 clean-demo:
 	rm -rf demo_out

@@ -65,8 +65,43 @@ def _execute_shard(stage: str, pool: Pool, shard_id: str, payload: Any, fn: Shar
     start = time.time()
     stats = dict(fn(pool, shard_id, payload, settings) or {})
     stats.setdefault("seconds", round(time.time() - start, 3))
+    if _TEST_PAUSE in os.environ:
+        _test_pause(stage, shard_id, os.environ[_TEST_PAUSE])
     pool.mark_done(stage, shard_id, stats)
     return stats
+
+
+# Test-only fault point, free when unset: CURATE_TEST_PAUSE="STAGE:N:DIR". In STAGE, the first N
+# shards to finish their work go on; the first attempt of one later shard stops before its
+# completion marker (its outputs written, no marker), writes its pid to DIR/paused and waits until
+# DIR/release exists. A test can then kill the run, or that worker, knowing the stage is mid-way
+# (tests/test_pipeline_e2e.py). DIR/arrived-SHARD gets one line per attempt that reached this point.
+_TEST_PAUSE = "CURATE_TEST_PAUSE"
+
+
+def _test_pause(stage: str, shard_id: str, spec: str) -> None:
+    pause_stage, after, directory = spec.split(":", 2)
+    if stage != pause_stage:
+        return
+    arrived = os.path.join(directory, f"arrived-{shard_id}")
+    first_attempt = not os.path.exists(arrived)
+    with open(arrived, "a", encoding="utf-8") as f:
+        f.write(f"{os.getpid()}\n")
+    # Counted after this shard's own file is in place: the (N+1)-th arrival always sees N+1.
+    if not first_attempt or sum(n.startswith("arrived-") for n in os.listdir(directory)) <= int(after):
+        return
+    try:
+        os.mkdir(os.path.join(directory, "paused.claim"))
+    except FileExistsError:
+        return  # another shard is the paused one
+    with open(os.path.join(directory, "paused.tmp"), "w", encoding="utf-8") as f:
+        f.write(f"{os.getpid()} {shard_id}\n")
+    os.replace(os.path.join(directory, "paused.tmp"), os.path.join(directory, "paused"))
+    parent = os.getppid()
+    while not os.path.exists(os.path.join(directory, "release")):
+        if os.getppid() != parent:  # the run was killed around this worker: do not linger
+            os._exit(1)
+        time.sleep(0.05)
 
 
 def _short_error(exc: BaseException) -> str:

@@ -6,7 +6,10 @@
 Routes can set status, headers, a delay before responding, a slow "drip" of the body, a
 Content-Length that lies (truncated bodies), or redirects; `raw` replaces the whole response by
 bytes written verbatim, piece by piece (a status line dripped byte by byte, endless `100 Continue`,
-a chunk-size line that never ends). `serve_directory` serves files.
+a chunk-size line that never ends). For timeout tests a route can stall on cue instead: `hold`
+(no answer until the test sets the event) or `drip_until` (a byte at a time until the event is
+set), so the response is slower than any timeout however loaded the machine.
+`serve_directory` serves files.
 The server counts requests per path and the most requests in flight at once, so tests can
 check politeness limits.
 """
@@ -41,6 +44,8 @@ class Route:
     # until the iterable ends or the client hangs up (an endless generator drips for ever).
     raw: Callable[[], Iterable[bytes]] | None = None
     raw_interval: float = 0.0
+    hold: threading.Event | None = None  # answer nothing until this is set
+    drip_until: threading.Event | None = None  # one byte of the body every 0.1 s until this is set
 
 
 def redirect(location: str, status: int = 302) -> Route:
@@ -120,6 +125,8 @@ class LocalHTTPServer:
             route = Route(status=404, body=b"not found", content_type="text/plain")
         if route.delay:
             time.sleep(route.delay)
+        if route.hold is not None:
+            route.hold.wait()
         if route.raw is not None:
             finish()
             for piece in route.raw():
@@ -135,6 +142,16 @@ class LocalHTTPServer:
             handler.send_header("Content-Length", str(length))
         for name, value in route.headers.items():
             handler.send_header(name, value)
+        if route.drip_until is not None:
+            handler.end_headers()
+            sent = 0
+            while sent < len(route.body) - 1 and not route.drip_until.wait(0.1):
+                handler.wfile.write(route.body[sent : sent + 1])
+                handler.wfile.flush()
+                sent += 1
+            finish()
+            handler.wfile.write(route.body[sent:])
+            return
         if not route.drip_seconds:
             finish()
             handler.end_headers()

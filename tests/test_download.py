@@ -6,8 +6,10 @@ import hashlib
 import io
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,7 +51,7 @@ def _bomb() -> bytes:
 BOMB = _bomb()
 
 
-def _status_routes() -> dict[str, Route]:
+def _status_routes(stall: threading.Event) -> dict[str, Route]:
     big = b"\xff\xd8" + bytes(300_000)
     return {
         "/a.jpg": Route(JPEG, content_type="image/jpeg"),
@@ -58,8 +60,8 @@ def _status_routes() -> dict[str, Route]:
         "/d.gif": Route(GIF, content_type="image/gif"),
         "/e.jpg": Route(JPEG, content_type=None),  # no content type: try to decode
         "/500": Route(b"boom", status=500, content_type="text/plain"),
-        "/slow.jpg": Route(JPEG, content_type="image/jpeg", delay=3.0),
-        "/drip.jpg": Route(JPEG, content_type="image/jpeg", drip_seconds=3.0),  # each piece < timeout
+        "/slow.jpg": Route(JPEG, content_type="image/jpeg", hold=stall),  # no answer until the test is done
+        "/drip.jpg": Route(JPEG, content_type="image/jpeg", drip_until=stall),  # a byte per 0.1 s < timeout
         "/big.jpg": Route(big, content_type="image/jpeg"),
         "/big-nolength.jpg": Route(big, content_type="image/jpeg", send_length=False),
         "/truncated.jpg": Route(BIG_JPEG[: len(BIG_JPEG) * 2 // 3], content_type="image/jpeg"),
@@ -108,22 +110,42 @@ def _write_candidates(pool: Pool, urls: list[str], files: int = 1) -> list[str]:
     return uids
 
 
+@contextmanager
+def _stalled_until_done(bound: float = 120.0) -> Iterator[threading.Event]:
+    """An event that holds the stalling routes until the block ends: slower than any timeout.
+
+    If the code under test waited for them instead of timing out, a failsafe releases them after
+    `bound` seconds (so the test fails rather than hangs) and the block asserts it was not needed.
+    """
+    stall, failsafe_fired = threading.Event(), threading.Event()
+
+    def failsafe() -> None:
+        failsafe_fired.set()
+        stall.set()
+
+    timer = threading.Timer(bound, failsafe)
+    timer.start()
+    try:
+        yield stall
+    finally:
+        timer.cancel()
+        stall.set()
+    assert not failsafe_fired.is_set(), "the download waited for stalled responses instead of timing out"
+
+
 @pytest.mark.fault("download", "404, 500, slower than the timeout, body over the byte cap, truncated image, non-image content type, redirects (allowed and to a blocked address), X-Robots-Tag noai, decompression bomb, redirect loop", "each sample gets its status (exact counts asserted); the shard completes")  # noqa: E501 - one row of docs/reliability.md
 def test_statuses_exact_counts(tmp_path: Path) -> None:
-    routes = _status_routes()
-    with serve_routes(routes) as server:
+    with _stalled_until_done() as stall, serve_routes(routes := _status_routes(stall)) as server:
         routes["/redirect-ok"] = redirect(server.url("/a.jpg"))
         paths = list(EXPECTED)
         pool = Pool(str(tmp_path / "pool"))
         urls = [server.url(p) for p in paths] + ["ftp://127.0.0.1/a.jpg", ""]
         uids = _write_candidates(pool, urls)
-        started = time.monotonic()
+        # /slow.jpg and /drip.jpg cannot finish before this returns: only the timeout ends them.
         stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, len(urls))],
-                               _config())
-        elapsed = time.monotonic() - started
+                               _config(timeout=5.0))
         user_agents = set(server.user_agents)
 
-    assert elapsed < 3.0, "timeouts must cut slow and dripping responses at ~1s"
     table = read_shard_table(pool, "00000000")
     assert table.schema.equals(SHARD_SCHEMA)
     by_path = dict(zip([u.split(str(server.port), 1)[-1] for u in urls], table.column("status").to_pylist(),
@@ -239,15 +261,15 @@ def test_request_deadline_covers_status_headers_and_chunks(tmp_path: Path) -> No
 
 @pytest.mark.fault("download", "a shard that would outlast its deadline", "the shard ends at the deadline; unfinished samples get status timeout")  # noqa: E501 - one row of docs/reliability.md
 def test_shard_timeout_marks_remaining_samples(tmp_path: Path) -> None:
-    routes = {"/fast.jpg": Route(JPEG, content_type="image/jpeg"),
-              "/stuck.jpg": Route(JPEG, content_type="image/jpeg", delay=4.0)}
-    with serve_routes(routes) as server:
+    with _stalled_until_done() as stall, serve_routes({
+            "/fast.jpg": Route(JPEG, content_type="image/jpeg"),
+            "/stuck.jpg": Route(JPEG, content_type="image/jpeg", hold=stall)}) as server:
         pool = Pool(str(tmp_path / "pool"))
         _write_candidates(pool, [server.url("/fast.jpg"), server.url("/stuck.jpg")])
-        started = time.monotonic()
+        # /stuck.jpg answers only after this returns, well within its 60 s request timeout: only
+        # the shard's deadline can end it.
         stats = download_shard(pool, "00000000", [Segment("candidates/part-00000.parquet", 0, 2)],
-                               _config(timeout=30.0, shard_timeout=1.0))
-        assert time.monotonic() - started < 2.5
+                               _config(timeout=60.0, shard_timeout=3.0))
     assert stats["counts"] == {"success": 1, "timeout": 1}
 
 
