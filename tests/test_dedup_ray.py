@@ -47,4 +47,4 @@ def test_cli_runs_configured_methods(tmp_path: Path) -> None:
     bad.write_text(f"pool: {tmp_path / 'pool'}\ndedup:\n  methods:\n    - method: perceptual\n      max_distanse: 3\n")
     done = subprocess.run([*cmd[:6], "--config", str(bad)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
-    assert "bad.yaml:4" in done.stderr and "max_distanse" in done.stderr
+    assert "bad.yaml:5" in done.stderr and "max_distanse" in done.stderr
