@@ -95,7 +95,8 @@ def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
         prepare(pool, spec)
     lines = str(err.value).splitlines()
     assert lines[0].startswith(f"{spec}:3: conditions[0].column: unknown column 'clip_l14_similarity_score'; "
-                               "columns that exist: caption, caption_num_chars, caption_num_words, "
+                               "columns that exist: caption, caption_fasttext_tokens, caption_num_chars, "
+                               "caption_num_words, "
                                "clip_b32_similarity_score, height, lang, lang_score,")
     assert lines[1] == f"{spec}:4: conditions[1].gt: gt needs a numeric column; 'lang' is string"
     assert lines[2] == f"{spec}:5: conditions[2].eq: expected string value(s) for column 'lang' (string), got 1"

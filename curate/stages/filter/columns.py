@@ -123,6 +123,14 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
                 table = table.append_column(name, scores[name])
             continue
         rows = table.num_rows
+        if src.startswith("embeddings/"):
+            # Acero cannot carry fixed-size lists through a join: look each uid up instead.
+            if not all_unique(scores["uid"]):
+                raise PoolError(f"{pool.uri(rel)}: uid values repeat; an embedding table must hold one row per sample")
+            where = pc.index_in(table["uid"], value_set=scores["uid"].combine_chunks())
+            for name in names:
+                table = table.append_column(name, scores[name].take(where))
+            continue
         table = table.join(scores, "uid", join_type="left outer", use_threads=False)
         if table.num_rows != rows:
             raise PoolError(f"{pool.uri(rel)}: uid values repeat; a score table must hold one row per sample")
