@@ -533,3 +533,22 @@ def test_image_based_sample_without_embedding_is_removed(image_world: dict[str, 
     kept = set(pool.read_parquet("subsets/lost/uids.parquet")["uid"].to_pylist())
     assert emb["uid"][0].as_py() not in kept
     assert funnel["missing_values"]["embedding:l14:image_embedding"] == 1
+
+
+def test_image_based_spec_errors_are_one_line(text_world: dict[str, Any], tmp_path: Path) -> None:
+    """A pool without the embeddings, and k-means placed after a fraction, are rejected before any data is read."""
+    from curate.stages.filter import prepare
+
+    pool = text_world["pool"]
+    with pytest.raises(ConfigError, match=r"datacomp_image_based\.yaml:\d+: conditions\[3\]\.image_clusters: no "
+                                          r"embeddings/l14/ in the pool"):
+        prepare(pool, FILTERS / "datacomp_image_based.yaml")
+    spec = tmp_path / "late.yaml"
+    spec.write_text("name: late\nconditions:\n  - {column: lang_score, top_fraction: 0.5}\n"
+                    "  - image_clusters: {embeddings: l14, reference: r.npy, clusters: 4}\n")
+    with pytest.raises(ConfigError, match=r"late\.yaml:4: conditions\[1\]\.image_clusters: k-means trains on the "
+                                          r"rows passing the earlier top-level conditions"):
+        prepare(pool, spec)
+    spec.write_text("name: both\nconditions:\n  - image_clusters: {embeddings: l14, reference: r.npy}\n")
+    with pytest.raises(ConfigError, match=r"expected exactly one of 'centroids' \(a \.npy file\) or 'clusters'"):
+        prepare(pool, spec)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from curate.errors import ConfigError
 from curate.pool import Pool
+from curate.stages.dedup.embeddings import embedding_array
 from curate.stages.filter import prepare
 from curate.stages.filter.spec import load_spec
 from curate.testing_pool import make_score_pool
@@ -107,7 +110,11 @@ def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec_file", sorted(FILTERS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_specs_validate_against_a_pool(tmp_path: Path, spec_file: Path) -> None:
     pool = Pool(str(tmp_path / "pool"))
-    make_score_pool(pool, 1, 20, seed=0)
+    for sid in make_score_pool(pool, 1, 20, seed=0):
+        # The image-based specs read a clip scorer's embeddings/l14/.
+        uids = pool.read_parquet(f"scores/l14/{sid}.parquet", columns=["uid"])["uid"]
+        emb = embedding_array(np.ones((len(uids), 4), np.float32))
+        pool.write_parquet(f"embeddings/l14/{sid}.parquet", pa.table({"uid": uids, "image_embedding": emb}))
     spec, _, _ = prepare(pool, spec_file)
     assert spec.name == spec_file.stem
     assert spec.description
