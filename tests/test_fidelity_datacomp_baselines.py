@@ -552,3 +552,41 @@ def test_image_based_spec_errors_are_one_line(text_world: dict[str, Any], tmp_pa
     spec.write_text("name: both\nconditions:\n  - image_clusters: {embeddings: l14, reference: r.npy}\n")
     with pytest.raises(ConfigError, match=r"expected exactly one of 'centroids' \(a \.npy file\) or 'clusters'"):
         prepare(pool, spec)
+
+
+@pytest.mark.ray
+def test_on_ray_kmeans_points_in_shard_order(image_world: dict[str, Any], text_world: dict[str, Any],
+                                             ray_runtime: object, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Ray the shards finish in any order; k-means still sees them in shard order (same centroids
+    as DataComp's load_embedding + train_kmeans), and the matcher/centroids reach the tasks pickled."""
+    import fasttext
+
+    tmp, pool = image_world["tmp"], image_world["pool"]
+    spec = _spec_with("datacomp_image_based_clip_l14.yaml", tmp_path, reference=str(tmp / "in1k.npy"))
+    text = (tmp_path / "datacomp_image_based.yaml").read_text().replace("clusters: 100000", "clusters: 40")
+    (tmp_path / "datacomp_image_based.yaml").write_text(text)
+    run(pool, FilterConfig(spec=str(spec), name="on_ray"), quiet=True)
+    model = fasttext.load_model(str(bundled_model_path()))
+    frames = image_world["frames"]
+    centroids = datacomp_train_kmeans(_caption_filtered_embeddings(frames, model), 40, seed=0)
+    assert pool.read_bytes("subsets/on_ray/centroids-0.npy") == _npy(centroids)
+    values = np.concatenate([df[KEY].values for df, _ in frames])
+    threshold = -np.sort(-values)[int(len(values) * 0.3)]
+    expected = datacomp_image_filter(frames, centroids, image_world["reference"], model, threshold)
+    assert pool.read_bytes("subsets/on_ray/uids.npy") == datacomp_saved_bytes(expected)
+
+    words = text_world["tmp"]
+    spec = _spec_with("datacomp_text_based.yaml", tmp_path, synsets=str(words / "wnids.txt"),
+                      wordnet=str(words / "wordnet"))
+    run(text_world["pool"], FilterConfig(spec=str(spec), name="text_on_ray"), quiet=True)
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    run(text_world["pool"], FilterConfig(spec=str(spec), name="text_local"), quiet=True)
+    on_ray = text_world["pool"].read_bytes("subsets/text_on_ray/uids.npy")
+    assert len(on_ray) > 5000 and on_ray == text_world["pool"].read_bytes("subsets/text_local/uids.npy")
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
