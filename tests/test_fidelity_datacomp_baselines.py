@@ -590,3 +590,34 @@ def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_resumed_run_reuses_trained_centroids(image_world: dict[str, Any], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """k-means at DataComp's scale takes hours: a second run on the same points loads the centroids it
+    wrote; other points (or --rerun) train again."""
+    from curate.stages.filter import clusters
+
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    pool = image_world["pool"]
+    spec = _spec_with("datacomp_image_based.yaml", tmp_path, reference=str(image_world["tmp"] / "in1k.npy"))
+    spec.write_text(spec.read_text().replace("clusters: 100000", "clusters: 30"))
+    first = run(pool, FilterConfig(spec=str(spec), name="resumed"), quiet=True)
+    saved = pool.read_bytes("subsets/resumed/uids.npy")
+    trained = []
+    real = clusters.train_kmeans
+
+    def counting(*args: Any, **kwargs: Any) -> np.ndarray:
+        trained.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clusters, "train_kmeans", counting)
+    again = run(pool, FilterConfig(spec=str(spec), name="resumed"), quiet=True)
+    assert trained == [] and pool.read_bytes("subsets/resumed/uids.npy") == saved
+    assert again["resources"] == first["resources"]
+    run(pool, FilterConfig(spec=str(spec), name="resumed"), rerun=True, quiet=True)
+    assert trained == [30]
+    spec.write_text(spec.read_text().replace("gt: 5", "gt: 25"))  # fewer k-means points
+    fewer = run(pool, FilterConfig(spec=str(spec), name="resumed"), quiet=True)
+    assert trained == [30, 30]
+    assert fewer["resources"][0]["kmeans_points"] < first["resources"][0]["kmeans_points"]

@@ -48,6 +48,7 @@ from curate.stages.filter.evaluate import (
 )
 from curate.stages.filter.funnel import build_funnel, print_funnel
 from curate.stages.filter.resources import (
+    centroids_name,
     check_training_placement,
     embedding_sources,
     gather_embeddings_shard,
@@ -213,12 +214,14 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     settings.ctx.duplicates = _read_duplicates(pool, dedup_methods(spec))
     resources_report: list[dict[str, Any]] = []
     resource_files: dict[str, bytes] = {}
+    meta_rel = f"subsets/{subset}/spec.json"
     if resource_conditions(spec):
         def gather(which: list[int]) -> dict[int, list[np.ndarray]]:
             return _gather_all(pool, shards, settings, which, ray_address, quiet, fn=gather_embeddings_shard,
                                what="k-means points")
 
-        resources_report, resource_files = load_resources(spec, settings.ctx, gather)
+        resources_report, resource_files = load_resources(
+            spec, settings.ctx, gather, cached=lambda k, digest: _trained_centroids(pool, subset, k, digest, rerun))
     if fraction_conditions(spec):
         compute_cutoffs(pool, shards, settings, ray_address, quiet)
     cutoffs = _cutoff_report(spec, settings.ctx.cutoffs, config.approximate)
@@ -226,7 +229,6 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     # A changed spec, cut-off or dedup table must not resume from parts of an earlier run.
     stage = f"filter/{subset}"
     fingerprint = _fingerprint(spec, [*cutoffs, *resources_report], settings.ctx.duplicates)
-    meta_rel = f"subsets/{subset}/spec.json"
     previous = pool.read_json(meta_rel).get("fingerprint") if pool.exists(meta_rel) else None
     if rerun or previous != fingerprint:
         pool.clear_stage(stage)
@@ -234,7 +236,8 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     for rel, data in resource_files.items():
         pool.write_bytes(f"subsets/{subset}/{rel}", data)
     pool.write_json(meta_rel, {"fingerprint": fingerprint, "spec_file": str(config.spec),
-                               "spec": spec.model_dump(by_alias=True, exclude_none=True)})
+                               "spec": spec.model_dump(by_alias=True, exclude_none=True),
+                               "resources": resources_report})
 
     result = run_stage(stage, pool, filter_shard, {sid: sid for sid in shards}, settings,
                        ray_address=ray_address, quiet=quiet)
@@ -255,6 +258,19 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     if not quiet:
         print_funnel(subset, funnel)
     return funnel
+
+
+def _trained_centroids(pool: Pool, subset: str, k: int, digest: str, rerun: bool) -> np.ndarray | None:
+    """Centroids an earlier run of this subset trained on the same points with the same settings."""
+    meta_rel, rel = f"subsets/{subset}/spec.json", f"subsets/{subset}/{centroids_name(k)}"
+    if rerun or not pool.exists(meta_rel) or not pool.exists(rel):
+        return None
+    previous = pool.read_json(meta_rel).get("resources") or []
+    if k >= len(previous) or previous[k].get("kmeans_points_sha256") != digest:
+        return None
+    import io
+
+    return np.load(io.BytesIO(pool.read_bytes(rel)), allow_pickle=False)
 
 
 def _merge_parts(pool: Pool, subset: str, shards: list[str]) -> tuple[pa.Array, np.ndarray]:

@@ -89,11 +89,17 @@ def gather_embeddings_shard(pool: Pool, shard_id: str, settings: FilterSettings,
     return out
 
 
+def centroids_name(k: int) -> str:
+    return f"centroids-{k}.npy"
+
+
 def load_resources(spec: FilterSpec, ctx: EvalContext,
                    gather: Callable[[list[int]], dict[int, list[np.ndarray]]],
+                   cached: Callable[[int, str], np.ndarray | None] = lambda k, digest: None,
                    ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """Fill ctx.resources; returns a report per condition (part of the run's fingerprint) and the
-    files to write into the subset (trained centroids)."""
+    files to write into the subset (trained centroids). `cached(k, digest)` returns the centroids an
+    earlier run trained on exactly these points (same digest), so a resumed run does not retrain."""
     conds = resource_conditions(spec)
     report: list[dict[str, Any]] = [{} for _ in conds]
     files: dict[str, bytes] = {}
@@ -123,13 +129,18 @@ def load_resources(spec: FilterSpec, ctx: EvalContext,
             if len(points) < args.clusters:
                 raise ConfigError(f"image_clusters: {args.clusters} clusters need at least as many training points; "
                                   f"{len(points)} samples pass the conditions before it")
-            from curate.stages.dedup.semantic import use_gpu
+            digest = hashlib.sha256(np.ascontiguousarray(points).tobytes()).hexdigest()[:16]
+            digest = f"{digest}-{args.clusters}-{args.niter}-{args.seed}"
+            centroids = cached(k, digest)
+            if centroids is None:
+                from curate.stages.dedup.semantic import use_gpu
 
-            centroids = cl.train_kmeans(points, args.clusters, args.niter, args.seed, gpu=use_gpu("auto"))
+                centroids = cl.train_kmeans(points, args.clusters, args.niter, args.seed, gpu=use_gpu("auto"))
             buf = io.BytesIO()
             np.save(buf, centroids)
-            files[f"centroids-{k}.npy"] = buf.getvalue()
+            files[centroids_name(k)] = buf.getvalue()
             _clusters(k, cond, centroids, ctx, report, trained=len(points))
+            report[k]["kmeans_points_sha256"] = digest
     return report, files
 
 
