@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from curate.errors import ConfigError
 from curate.pool import Pool
+from curate.stages.dedup.embeddings import embedding_array
 from curate.stages.filter import prepare
 from curate.stages.filter.spec import load_spec
 from curate.testing_pool import make_score_pool
@@ -109,7 +112,8 @@ def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
         prepare(pool, spec)
     lines = str(err.value).splitlines()
     assert lines[0].startswith(f"{spec}:3: conditions[0].column: unknown column 'clip_l14_similarity_score'; "
-                               "columns that exist: caption, caption_num_chars, caption_num_words, "
+                               "columns that exist: caption, caption_fasttext_tokens, caption_num_chars, "
+                               "caption_num_words, "
                                "clip_b32_similarity_score, height, lang, lang_score,")
     assert lines[1] == f"{spec}:4: conditions[1].gt: gt needs a numeric column; 'lang' is string"
     assert lines[2] == f"{spec}:5: conditions[2].eq: expected string value(s) for column 'lang' (string), got 1"
@@ -120,7 +124,11 @@ def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec_file", sorted(FILTERS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_specs_validate_against_a_pool(tmp_path: Path, spec_file: Path) -> None:
     pool = Pool(str(tmp_path / "pool"))
-    make_score_pool(pool, 1, 20, seed=0)
+    for sid in make_score_pool(pool, 1, 20, seed=0):
+        # The image-based specs read a clip scorer's embeddings/l14/.
+        uids = pool.read_parquet(f"scores/l14/{sid}.parquet", columns=["uid"])["uid"]
+        emb = embedding_array(np.ones((len(uids), 4), np.float32))
+        pool.write_parquet(f"embeddings/l14/{sid}.parquet", pa.table({"uid": uids, "image_embedding": emb}))
     spec, _, _ = prepare(pool, spec_file)
     assert spec.name == spec_file.stem
     assert spec.description

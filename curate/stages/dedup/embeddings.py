@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 
 
-def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """(n, D) float32, L2-normalised again because float16 storage rounds the norms."""
+def embedding_matrix(column: pa.Array | pa.ChunkedArray, normalise: bool = True) -> np.ndarray:
+    """(n, D) float32, L2-normalised again because float16 storage rounds the norms (unless
+    normalise=False: DataComp's image-based filter uses the stored values as they are)."""
     if isinstance(column, pa.ChunkedArray):
         column = pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
     if not pa.types.is_fixed_size_list(column.type):
@@ -15,6 +16,8 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     dim = column.type.list_size
     values = column.flatten().to_numpy(zero_copy_only=False)
     matrix = np.asarray(values, dtype=np.float32).reshape(-1, dim)
+    if not normalise:
+        return matrix
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
 

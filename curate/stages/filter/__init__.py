@@ -46,8 +46,16 @@ from curate.stages.filter.evaluate import (
     funnel_counts,
     missing_counts,
     needed_columns,
+    resource_conditions,
 )
 from curate.stages.filter.funnel import build_funnel, print_funnel
+from curate.stages.filter.resources import (
+    centroids_name,
+    check_training_placement,
+    embedding_sources,
+    gather_embeddings_shard,
+    load_resources,
+)
 from curate.stages.filter.spec import FilterSpec, SourceMap, load_spec
 from curate.stages.filter.uidkeys import sorted_uids_and_npy
 from curate.uid import uids_to_npy_array
@@ -75,8 +83,10 @@ def prepare(pool: Pool, spec_path: str | Path, name: str | None = None) -> tuple
     if name:
         spec = spec.model_copy(update={"name": check_name(name, "filter: subset name")})
     check_survivors_placement(spec, sources)
+    check_training_placement(spec, sources)
     catalog = read_catalog(pool)
     check_against_pool(spec, sources, catalog)
+    embedding_sources(spec, pool, sources)
     return spec, sources, catalog
 
 
@@ -101,36 +111,37 @@ def gather_shard(pool: Pool, shard_id: str, settings: FilterSettings, which: lis
 
 
 def _gather_all(pool: Pool, shards: list[str], settings: FilterSettings, which: list[int],
-                ray_address: str | None, quiet: bool) -> dict[int, list[np.ndarray]]:
-    """Run gather_shard on every shard (Ray tasks, or in-process with CURATE_EXECUTOR=local)."""
-    parts: dict[int, list[np.ndarray]] = {k: [] for k in which}
-    started, done = time.time(), 0
+                ray_address: str | None, quiet: bool, fn: Any = gather_shard,
+                what: str = "cut-offs") -> dict[int, list[np.ndarray]]:
+    """Run fn (gather_shard) on every shard (Ray tasks, or in-process with CURATE_EXECUTOR=local);
+    the parts of each key come back in shard order."""
+    by_shard: dict[int, dict[int, np.ndarray]] = {}
+    started = time.time()
 
-    def collect(result: dict[int, np.ndarray]) -> None:
-        nonlocal done
-        for k, arr in result.items():
-            parts[k].append(arr)
-        done += 1
+    def collect(position: int, result: dict[int, np.ndarray]) -> None:
+        by_shard[position] = result
+        done = len(by_shard)
         if not quiet and (done == len(shards) or done % max(1, len(shards) // 10) == 0):
-            console.print(f"[filter] cut-offs: {done}/{len(shards)} shards read ({time.time() - started:.1f}s)",
+            console.print(f"[filter] {what}: {done}/{len(shards)} shards read ({time.time() - started:.1f}s)",
                           markup=False)
 
     if os.environ.get("CURATE_EXECUTOR") == "local":
-        for sid in shards:
-            collect(gather_shard(pool, sid, settings, which))
-        return parts
-    import ray
+        for i, sid in enumerate(shards):
+            collect(i, fn(pool, sid, settings, which))
+    else:
+        import ray
 
-    from curate.runtime import ensure_ray
+        from curate.runtime import ensure_ray
 
-    ensure_ray(ray_address)
-    remote = ray.remote(gather_shard).options(num_cpus=1, max_retries=2, retry_exceptions=True)
-    settings_ref = ray.put(settings)
-    pending = [remote.remote(pool, sid, settings_ref, which) for sid in shards]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        collect(ray.get(ready[0]))
-    return parts
+        ensure_ray(ray_address)
+        remote = ray.remote(fn).options(num_cpus=1, max_retries=2, retry_exceptions=True)
+        settings_ref = ray.put(settings)
+        pending = {remote.remote(pool, sid, settings_ref, which): i for i, sid in enumerate(shards)}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            collect(pending.pop(ready[0]), ray.get(ready[0]))
+    # Shard order, not completion order: k-means training depends on the order of its points.
+    return {k: [by_shard[i][k] for i in range(len(shards))] for k in which}
 
 
 def compute_cutoffs(pool: Pool, shards: list[str], settings: FilterSettings, ray_address: str | None = None,
@@ -198,25 +209,38 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     """Apply config.spec to the pool; returns the funnel (also written to subsets/<name>/funnel.json)."""
     if not config.spec:
         raise ConfigError("filter: no spec given (set filter.spec in the pipeline YAML or pass --spec)")
-    spec, _, catalog = prepare(pool, config.spec, config.name)
+    spec, source_map, catalog = prepare(pool, config.spec, config.name)
     shards = list_shards(pool)
     subset = spec.name
-    settings = FilterSettings(spec=spec, subset=subset, sources=catalog.sources, approximate=config.approximate)
+    sources = {**catalog.sources, **embedding_sources(spec, pool, source_map)}
+    settings = FilterSettings(spec=spec, subset=subset, sources=sources, approximate=config.approximate)
     settings.ctx.duplicates = _read_duplicates(pool, dedup_methods(spec))
+    resources_report: list[dict[str, Any]] = []
+    resource_files: dict[str, bytes] = {}
+    meta_rel = f"subsets/{subset}/spec.json"
+    if resource_conditions(spec):
+        def gather(which: list[int]) -> dict[int, list[np.ndarray]]:
+            return _gather_all(pool, shards, settings, which, ray_address, quiet, fn=gather_embeddings_shard,
+                               what="k-means points")
+
+        resources_report, resource_files = load_resources(
+            spec, settings.ctx, gather, cached=lambda k, digest: _trained_centroids(pool, subset, k, digest, rerun))
     if fraction_conditions(spec):
         compute_cutoffs(pool, shards, settings, ray_address, quiet)
     cutoffs = _cutoff_report(spec, settings.ctx.cutoffs, config.approximate)
 
     # A changed spec, cut-off or dedup table must not resume from parts of an earlier run.
     stage = f"filter/{subset}"
-    fingerprint = _fingerprint(spec, cutoffs, settings.ctx.duplicates)
-    meta_rel = f"subsets/{subset}/spec.json"
+    fingerprint = _fingerprint(spec, [*cutoffs, *resources_report], settings.ctx.duplicates)
     previous = pool.read_json(meta_rel).get("fingerprint") if pool.exists(meta_rel) else None
     if rerun or previous != fingerprint:
         pool.clear_stage(stage)
         pool.remove(f"subsets/{subset}", recursive=True)
+    for rel, data in resource_files.items():
+        pool.write_bytes(f"subsets/{subset}/{rel}", data)
     pool.write_json(meta_rel, {"fingerprint": fingerprint, "spec_file": str(config.spec),
-                               "spec": spec.model_dump(by_alias=True, exclude_none=True)})
+                               "spec": spec.model_dump(by_alias=True, exclude_none=True),
+                               "resources": resources_report})
 
     result = run_stage(stage, pool, filter_shard, {sid: sid for sid in shards}, settings,
                        ray_address=ray_address, quiet=quiet,
@@ -228,6 +252,8 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     buf = _npy_bytes(npy)
     pool.write_bytes(f"subsets/{subset}/uids.npy", buf)
     funnel = build_funnel([c.label() for c in spec.conditions], result.report["totals"], cutoffs)
+    if resources_report:
+        funnel["resources"] = resources_report
     funnel.update({"spec": subset, "description": spec.description, "spec_file": str(config.spec),
                    "approximate": config.approximate, "shards": len(shards)})
     if funnel["kept"] != len(uids):
@@ -236,6 +262,19 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     if not quiet:
         print_funnel(subset, funnel)
     return funnel
+
+
+def _trained_centroids(pool: Pool, subset: str, k: int, digest: str, rerun: bool) -> np.ndarray | None:
+    """Centroids an earlier run of this subset trained on the same points with the same settings."""
+    meta_rel, rel = f"subsets/{subset}/spec.json", f"subsets/{subset}/{centroids_name(k)}"
+    if rerun or not pool.exists(meta_rel) or not pool.exists(rel):
+        return None
+    previous = pool.read_json(meta_rel).get("resources") or []
+    if k >= len(previous) or previous[k].get("kmeans_points_sha256") != digest:
+        return None
+    import io
+
+    return np.load(io.BytesIO(pool.read_bytes(rel)), allow_pickle=False)
 
 
 def _merge_parts(pool: Pool, subset: str, shards: list[str]) -> tuple[pa.Array, np.ndarray]:

@@ -12,6 +12,7 @@ from curate.stages.filter.spec import (
     DedupCondition,
     FilterSpec,
     SourceMap,
+    SynsetCondition,
     iter_conditions,
 )
 
@@ -47,6 +48,8 @@ def check_against_pool(spec: FilterSpec, sources: SourceMap, catalog: ColumnCata
                 errors.append(f"{sources.where(cond, 'not_duplicate')}: no dedup table dedup/"
                               f"{cond.not_duplicate}.parquet in the pool; methods that exist: {have}")
             continue
+        if isinstance(cond, SynsetCondition) and "caption" not in catalog.sources:
+            errors.append(f"{sources.where(cond, 'caption_synsets')}: the pool's shards have no caption column")
         if not isinstance(cond, ColumnCondition):
             continue
         if cond.column not in catalog.sources:

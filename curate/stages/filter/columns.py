@@ -29,6 +29,8 @@ DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
                    "longer side / shorter side of the original image (DataComp's aspect ratio, >= 1)"),
     "caption_num_words": (("caption",), "whitespace-separated words of the caption (when no scorer wrote it)"),
     "caption_num_chars": (("caption",), "characters (code points) of the caption (when no scorer wrote it)"),
+    "caption_fasttext_tokens": (("caption",), "len(fasttext.tokenize(caption)): runs of bytes other than "
+                                "space, \\n, \\r, \\t, \\v, \\f, \\0, plus one end-of-line token per \\n"),
 }
 
 
@@ -119,14 +121,16 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
     by_scorer: dict[str, list[str]] = {}
     for name in sorted(columns):
         src = sources.get(name, "")
-        if src.startswith("scores/"):
+        if src.startswith(("scores/", "embeddings/")):
             by_scorer.setdefault(src, []).append(name)
     aligned = False
     for src, names in sorted(by_scorer.items()):
         rel = f"{src}/{shard_id}.parquet"
         if not pool.exists(rel):
             raise PoolError(f"{pool.uri(rel)}: missing (needed for {', '.join(names)}); run that scorer on this shard")
-        scores = pool.read_parquet(rel, columns=["uid", *names])
+        # An embedding is named embedding:<scorer>:<column> in the table, <column> in its file.
+        stored = [n.rsplit(":", 1)[1] if src.startswith("embeddings/") else n for n in names]
+        scores = pool.read_parquet(rel, columns=["uid", *stored]).rename_columns(["uid", *names])
         if table["uid"].null_count == 0 and scores["uid"].equals(table["uid"]):
             # Scorers write one row per successful sample in shard order, so the uid columns are
             # usually identical: the columns line up as they are and the hash join is skipped.
@@ -135,6 +139,14 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
                 table = table.append_column(name, scores[name])
             continue
         rows = table.num_rows
+        if src.startswith("embeddings/"):
+            # Acero cannot carry fixed-size lists through a join: look each uid up instead.
+            if not all_unique(scores["uid"]):
+                raise PoolError(f"{pool.uri(rel)}: uid values repeat; an embedding table must hold one row per sample")
+            where = pc.index_in(table["uid"], value_set=scores["uid"].combine_chunks())
+            for name in names:
+                table = table.append_column(name, scores[name].take(where))
+            continue
         table = table.join(scores, "uid", join_type="left outer", use_threads=False)
         if table.num_rows != rows:
             raise PoolError(f"{pool.uri(rel)}: uid values repeat; a score table must hold one row per sample")
@@ -169,4 +181,9 @@ def derive(name: str, table: pa.Table) -> pa.Array | pa.ChunkedArray:
         return pc.if_else(pc.equal(trimmed, ""), pa.scalar(0, pa.int64()), words)
     if name == "caption_num_chars":
         return pc.utf8_length(table["caption"]).cast(pa.int64())
+    if name == "caption_fasttext_tokens":
+        # fastText's Dictionary::readWord splits at these seven ASCII bytes only and returns "</s>"
+        # for every newline, which DataComp's image-based caption filter counts as a word.
+        runs = pc.count_substring_regex(table["caption"], r"[^ \n\r\t\v\f\x00]+")
+        return pc.add(runs, pc.count_substring(table["caption"], "\n")).cast(pa.int64())
     raise KeyError(name)

@@ -16,14 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.stages.filter.clusters import embedding_key
 from curate.stages.filter.quantiles import Cutoff
 from curate.stages.filter.spec import (
     AllCondition,
     AnyCondition,
+    ClusterCondition,
     ColumnCondition,
     DedupCondition,
     FilterSpec,
     NotCondition,
+    SynsetCondition,
     iter_conditions,
 )
 
@@ -34,6 +37,8 @@ class EvalContext:
 
     cutoffs: dict[int, Cutoff] = field(default_factory=dict)  # fraction index (see fraction_conditions) -> cutoff
     duplicates: dict[str, pa.Array] = field(default_factory=dict)  # dedup method -> uids flagged duplicate
+    # resource index (see resource_conditions) -> SynsetMatcher / ClusterSelection, loaded by the driver
+    resources: dict[int, Any] = field(default_factory=dict)
 
 
 def fraction_conditions(spec: FilterSpec) -> list[ColumnCondition]:
@@ -41,8 +46,26 @@ def fraction_conditions(spec: FilterSpec) -> list[ColumnCondition]:
     return [c for c in iter_conditions(spec.conditions) if isinstance(c, ColumnCondition) and c.is_fraction]
 
 
+def resource_conditions(spec: FilterSpec) -> list[SynsetCondition | ClusterCondition]:
+    """Conditions that need files loaded by the driver, depth first; the position keys ctx.resources."""
+    return [c for c in iter_conditions(spec.conditions) if isinstance(c, SynsetCondition | ClusterCondition)]
+
+
+def condition_columns(conditions: list[Any]) -> set[str]:
+    """Every table column the conditions (and their children) read."""
+    out: set[str] = set()
+    for cond in iter_conditions(conditions):
+        if isinstance(cond, ColumnCondition):
+            out.add(cond.column)
+        elif isinstance(cond, SynsetCondition):
+            out.add("caption")
+        elif isinstance(cond, ClusterCondition):
+            out.add(embedding_key(cond.image_clusters.embeddings, cond.image_clusters.column))
+    return out
+
+
 def needed_columns(spec: FilterSpec) -> set[str]:
-    return {c.column for c in iter_conditions(spec.conditions) if isinstance(c, ColumnCondition)}
+    return condition_columns(spec.conditions)
 
 
 def fraction_columns(spec: FilterSpec, which: list[int]) -> set[str]:
@@ -55,7 +78,7 @@ def fraction_columns(spec: FilterSpec, which: list[int]) -> set[str]:
         out.add(cond.column)
         if cond.within == "survivors":
             position = next(i for i, c in enumerate(spec.conditions) if c is cond)
-            out.update(c.column for c in iter_conditions(spec.conditions[:position]) if isinstance(c, ColumnCondition))
+            out.update(condition_columns(spec.conditions[:position]))
     return out
 
 
@@ -84,6 +107,7 @@ class Evaluator:
         self.spec = spec
         self.ctx = ctx
         self._fraction_index = {id(c): i for i, c in enumerate(fraction_conditions(spec))}
+        self._resource_index = {id(c): i for i, c in enumerate(resource_conditions(spec))}
 
     def mask(self, cond: Any, table: pa.Table) -> np.ndarray:
         if isinstance(cond, ColumnCondition):
@@ -93,6 +117,12 @@ class Evaluator:
             if dups is None or len(dups) == 0:
                 return np.ones(table.num_rows, dtype=bool)
             return ~_as_bool(pc.is_in(table["uid"], value_set=dups))
+        if isinstance(cond, SynsetCondition):
+            return self.ctx.resources[self._resource_index[id(cond)]].mask(table["caption"])
+        if isinstance(cond, ClusterCondition):
+            args = cond.image_clusters
+            column = table[embedding_key(args.embeddings, args.column)]
+            return self.ctx.resources[self._resource_index[id(cond)]].mask(column)
         if isinstance(cond, AllCondition):
             out = np.ones(table.num_rows, dtype=bool)
             for kid in cond.all:

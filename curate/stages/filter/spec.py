@@ -125,6 +125,56 @@ class DedupCondition(_Node):
         return self.name or f"not duplicate ({self.not_duplicate})"
 
 
+class CaptionSynsets(BaseModel):
+    """DataComp's text-based rule (curate/stages/filter/wordnet.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # One WordNet id per line (n01440764), e.g. DataComp's imagenet21k_wordnet_ids.txt; relative to the spec.
+    synsets: str = Field(..., min_length=1)
+    # A directory with WordNet 3.0's dict files (index.noun ... adv.exc); relative to the spec when not absolute.
+    wordnet: str = Field("/usr/share/wordnet", min_length=1)
+    morphy: Literal["nltk-3.8", "nltk-3.9"] = "nltk-3.8"
+
+
+class SynsetCondition(_Node):
+    """Keep samples with a caption word whose first WordNet synset's offset is in a list (DataComp text-based)."""
+
+    caption_synsets: CaptionSynsets
+
+    def label(self) -> str:
+        return self.name or f"caption word in {Path(self.caption_synsets.synsets).name}"
+
+
+class ImageClusters(BaseModel):
+    """DataComp's image-based rule (curate/stages/filter/clusters.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    embeddings: str = Field(..., min_length=1, description="embeddings/<name>/ written by a clip scorer")
+    column: str = Field("image_embedding", min_length=1)
+    # (k, d) float .npy; relative to the spec. Absent: trained with k-means at filter time (kmeans below).
+    centroids: str | None = Field(None, min_length=1)
+    # (n, d) float .npy of reference embeddings, e.g. ImageNet-1k train images; relative to the spec.
+    reference: str = Field(..., min_length=1)
+    clusters: int | None = Field(None, ge=1, description="k-means cluster count (DataComp: 100000)")
+    niter: int = Field(20, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _centroids_or_clusters(self) -> ImageClusters:
+        if (self.centroids is None) == (self.clusters is None):
+            raise ValueError("expected exactly one of 'centroids' (a .npy file) or 'clusters' (train k-means)")
+        return self
+
+
+class ClusterCondition(_Node):
+    """Keep samples whose image embedding is nearest to a centroid some reference embedding is nearest to."""
+
+    image_clusters: ImageClusters
+
+    def label(self) -> str:
+        return self.name or f"image cluster near {Path(self.image_clusters.reference).name}"
+
+
 class AllCondition(_Node):
     all: list[Condition] = Field(..., min_length=1)
 
@@ -159,6 +209,8 @@ class IncludeCondition(_Node):
 _KIND_KEYS = (
     ("column", "column-condition"),
     ("not_duplicate", "dedup-condition"),
+    ("caption_synsets", "synset-condition"),
+    ("image_clusters", "cluster-condition"),
     ("all", "all-condition"),
     ("any", "any-condition"),
     ("not", "not-condition"),
@@ -170,6 +222,7 @@ def _condition_kind(value: Any) -> str | None:
     if isinstance(value, BaseModel):
         return {
             ColumnCondition: "column-condition", DedupCondition: "dedup-condition", AllCondition: "all-condition",
+            SynsetCondition: "synset-condition", ClusterCondition: "cluster-condition",
             AnyCondition: "any-condition", NotCondition: "not-condition", IncludeCondition: "include-condition",
         }.get(type(value))
     if not isinstance(value, dict):
@@ -181,6 +234,8 @@ def _condition_kind(value: Any) -> str | None:
 Condition = Annotated[
     Annotated[ColumnCondition, Tag("column-condition")]
     | Annotated[DedupCondition, Tag("dedup-condition")]
+    | Annotated[SynsetCondition, Tag("synset-condition")]
+    | Annotated[ClusterCondition, Tag("cluster-condition")]
     | Annotated[AllCondition, Tag("all-condition")]
     | Annotated[AnyCondition, Tag("any-condition")]
     | Annotated[NotCondition, Tag("not-condition")]
@@ -189,7 +244,8 @@ Condition = Annotated[
         _condition_kind,
         custom_error_type="condition_kind",
         custom_error_message=(
-            "expected a mapping with exactly one of the keys column, not_duplicate, all, any, not, include"
+            "expected a mapping with exactly one of the keys column, not_duplicate, all, any, not, include, "
+            "caption_synsets, image_clusters"
         ),
     ),
 ]
@@ -198,7 +254,8 @@ AllCondition.model_rebuild()
 AnyCondition.model_rebuild()
 NotCondition.model_rebuild()
 
-TAGS = {"column-condition", "dedup-condition", "all-condition", "any-condition", "not-condition",
+TAGS = {"column-condition", "dedup-condition", "synset-condition", "cluster-condition", "all-condition",
+        "any-condition", "not-condition",
         "include-condition"}
 
 
@@ -346,8 +403,25 @@ def _resolve(cond: Any, file: str, path: KeyPath, lines: dict[KeyPath, int], spe
             f"{file}:{line}: {dotted((*path, 'within'))}: 'within: survivors' is allowed only on a top-level "
             "condition (survivors = rows passing the earlier top-level conditions)"
         )
+    elif isinstance(cond, SynsetCondition | ClusterCondition):
+        cond = _with_resolved_paths(cond, spec_path)
     sources.add(cond, file, path, lines)
     return cond
+
+
+def _with_resolved_paths(cond: SynsetCondition | ClusterCondition, spec_path: Path) -> Any:
+    """Resource files are named relative to the spec that names them (an included spec's own folder)."""
+    def resolve(value: str | None) -> str | None:
+        return None if value is None else str((spec_path.parent / value).resolve())
+
+    if isinstance(cond, SynsetCondition):
+        args = cond.caption_synsets
+        new = args.model_copy(update={"synsets": resolve(args.synsets), "wordnet": resolve(args.wordnet)})
+        return cond.model_copy(update={"caption_synsets": new})
+    clusters = cond.image_clusters
+    new_clusters = clusters.model_copy(update={"centroids": resolve(clusters.centroids),
+                                               "reference": resolve(clusters.reference)})
+    return cond.model_copy(update={"image_clusters": new_clusters})
 
 
 def iter_conditions(conditions: list[Any]) -> Any:
