@@ -16,14 +16,16 @@ import io
 import json
 import posixpath
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import PoolError
+
+T = TypeVar("T")
 
 TMP_MARK = ".tmp-"
 
@@ -134,25 +136,20 @@ class Pool:
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """A parquet file of the pool; a damaged one (truncated, garbage, missing a column) is a
         PoolError naming it, so a shard task fails with one line that says which file."""
-        with self.open(rel, "rb") as fh:
-            try:
-                return pq.read_table(fh, columns=columns)
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
+        return self._parquet(rel, lambda fh: pq.read_table(fh, columns=columns))
 
     def parquet_schema(self, rel: str) -> pa.Schema:
         """The Arrow schema from a parquet file's footer (PoolError naming a damaged file)."""
-        with self.open(rel, "rb") as fh:
-            try:
-                return pq.ParquetFile(fh).schema_arrow
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
+        return self._parquet(rel, lambda fh: pq.ParquetFile(fh).schema_arrow)
 
     def parquet_metadata(self, rel: str) -> pq.FileMetaData:
         """A parquet file's footer (row count, schema); PoolError naming a damaged file."""
+        return self._parquet(rel, lambda fh: pq.ParquetFile(fh).metadata)
+
+    def _parquet(self, rel: str, read: Callable[[Any], T]) -> T:
         with self.open(rel, "rb") as fh:
             try:
-                return pq.ParquetFile(fh).metadata
+                return read(fh)
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
 

@@ -32,6 +32,7 @@ from curate.stages.filter import run
 from curate.stages.filter.columns import derive
 from curate.stages.filter.wordnet import WordNet
 from curate.testing_pool import make_score_pool
+from tests.test_fidelity_datacomp import datacomp_fasttext_language, datacomp_saved_bytes, datacomp_uid_array
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"
 KEY = "clip_l14_similarity_score"
@@ -127,21 +128,6 @@ def datacomp_does_contain_text_entity(text: str, entity_set: list[int], wordnet:
         if synset_key in entity_set:
             return True
     return False
-
-
-def datacomp_uid_array(uids: Any) -> np.ndarray:
-    return np.array([(int(uid[:16], 16), int(uid[16:32], 16)) for uid in uids], np.dtype("u8,u8"))
-
-
-def datacomp_saved_bytes(uids: np.ndarray) -> bytes:
-    uids.sort()
-    buf = io.BytesIO()
-    np.save(buf, uids)
-    return buf.getvalue()
-
-
-def datacomp_fasttext_language(text: str, model: Any) -> str:
-    return model.predict(text.replace("\n", " "))[0][0].split("__label__")[1]
 
 
 def fasttext_tokenize(text: str) -> list[str]:
