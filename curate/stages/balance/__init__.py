@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
+from curate.population import is_metadata_part, population_ids
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import list_shards
 from curate.stages.balance.matching import SharedMatcher, build_matcher
 from curate.stages.balance.metadata import ALL_LANGUAGES, Metadata, load_metadata
 from curate.stages.balance.passes import MatchSettings, SampleSettings, match_shard, sample_shard
@@ -114,7 +114,8 @@ def _check_inputs(pool: Pool, meta: Metadata, cfg: BalanceConfig, shards: list[s
         raise ConfigError(f"t is set for the reference language {ref!r}, but {meta.source} has no "
                           f"{ref}.txt/{ref}.json; give a tail fraction or another reference_language")
     have = {n.removesuffix(".parquet") for n in pool.listdir("scores", cfg.language_scorer)}
-    missing = [s for s in shards if s not in have]
+    # An imported metadata pool carries `lang` in its own rows (curate import --language).
+    missing = [s for s in shards if s not in have and not is_metadata_part(s)]
     if missing:
         raise PoolError(f"per-language metadata routes captions by scores/{cfg.language_scorer}/<shard>.parquet "
                         f"(lang column), missing for {len(missing)} shard(s), e.g. {missing[0]}; "
@@ -142,7 +143,7 @@ def run(
     """Balance the pool's captions over the metadata; returns the report (also report.json)."""
     if not config.metadata:
         raise ConfigError("balance needs metadata (--metadata FILE|DIR or balance.metadata in the config)")
-    shards = list_shards(pool)
+    shards = population_ids(pool)
     if not shards:
         raise PoolError(f"{pool.url}: no finished download shards (run `curate download` first)")
     started = time.time()

@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
+from curate.population import population_ids
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import list_shards
 from curate.stages.filter import quantiles
 from curate.stages.filter.check import check_against_pool, check_survivors_placement
 from curate.stages.filter.columns import ColumnCatalog, load_shard_columns, read_catalog
@@ -196,7 +196,7 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     if not config.spec:
         raise ConfigError("filter: no spec given (set filter.spec in the pipeline YAML or pass --spec)")
     spec, _, catalog = prepare(pool, config.spec, config.name)
-    shards = list_shards(pool)
+    shards = population_ids(pool)
     subset = spec.name
     settings = FilterSettings(spec=spec, subset=subset, sources=catalog.sources, approximate=config.approximate)
     settings.ctx.duplicates = _read_duplicates(pool, dedup_methods(spec))
