@@ -433,10 +433,11 @@ def run(pool: Pool, inputs: list[str], settings: ImportSettings, *, quiet: bool 
         raise
     # Publish: drop the earlier import, move every part into place, then the manifest.
     if previous is not None:
-        pool.remove(METADATA_DIR, recursive=True)
-        for name in previous.get("embeddings", {}):
-            for part_id in previous["parts"]:
-                pool.remove(f"embeddings/{name}/{part_id}.parquet")
+        # The manifest goes first: from here until the new one is written the pool holds no import.
+        pool.remove(MANIFEST_REL)
+        for info in previous["parts"].values():
+            for rel in info["files"]:
+                pool.remove(rel)
     for info in parts.values():
         for rel in info["files"]:
             pool.fs.mv(pool.path(f"{rel}{TMP_MARK}{token}"), pool.path(rel))
