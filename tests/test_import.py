@@ -241,3 +241,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [f"error: {last}: row 3: uid '{'g' * 32}' is not 32 lowercase hex "
                                                 "characters (DataComp's and curate's uid format)"]
     assert not (tmp_path / "pool" / "metadata").exists()
+
+
+def test_balance_on_a_metadata_pool_matches_the_downloaded_pool(tmp_path: Path, monkeypatch) -> None:
+    """Balance ranks the same captions whether they are metadata rows or downloaded samples."""
+    from curate.config import BalanceConfig
+    from curate.stages import balance
+    from curate.uid import make_uid
+    from tests.test_balance_stage import ENTRIES, build_pool, zipf_captions
+
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    captions = zipf_captions(3000, [e for e in ENTRIES if " " not in e], seed=4)
+    urls = [f"http://img/{i}.jpg" for i in range(len(captions))]
+    pq.write_table(pa.table({"uid": [make_uid(u, c) for u, c in zip(urls, captions, strict=True)], "url": urls,
+                             "text": captions}), tmp_path / "meta.parquet")
+    meta_pool = Pool(str(tmp_path / "meta_pool"))
+    _import(meta_pool, [tmp_path / "meta.parquet"], rows_per_part=700)
+    shard_pool = build_pool(tmp_path / "shard_pool", captions, 3)
+    (tmp_path / "entries.txt").write_text("\n".join(ENTRIES) + "\n")
+    config = BalanceConfig(metadata=str(tmp_path / "entries.txt"), t=40, seed=9)
+    got = balance.run(meta_pool, config, quiet=True)
+    want = balance.run(shard_pool, config, quiet=True)
+    assert got["actual_kept"] == want["actual_kept"] > 0 and got["samples_considered"] == 3000
+    assert meta_pool.read_bytes("balanced/balanced/uids.npy") == shard_pool.read_bytes("balanced/balanced/uids.npy")
