@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ def _write_good(meta: Path, files: int = 2, rows: int = 400) -> list[Path]:
     return write_metadata_dir(meta, files, rows, dims=DIMS)
 
 
-def _spoil_last(meta: Path, change) -> Path:  # noqa: ANN001 - a table -> table function
+def _spoil_last(meta: Path, change: Callable[[pa.Table], pa.Table]) -> Path:
     last = sorted(meta.glob("*.parquet"))[-1]
     pq.write_table(change(pq.read_table(last)), last)
     return last
