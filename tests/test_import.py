@@ -265,3 +265,40 @@ def test_balance_on_a_metadata_pool_matches_the_downloaded_pool(tmp_path: Path, 
     want = balance.run(shard_pool, config, quiet=True)
     assert got["actual_kept"] == want["actual_kept"] > 0 and got["samples_considered"] == 3000
     assert meta_pool.read_bytes("balanced/balanced/uids.npy") == shard_pool.read_bytes("balanced/balanced/uids.npy")
+
+
+@pytest.mark.fault("balance", "per-language balance on a metadata pool imported without --language",
+                   "one-line error naming the import manifest, before any shard runs")
+def test_per_language_balance_reads_the_imported_lang_column(tmp_path: Path, monkeypatch) -> None:
+    from curate.config import BalanceConfig
+    from curate.stages import balance
+    from curate.uid import make_uid
+    from tests.test_balance_stage import ENTRIES, build_pool
+
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    table = metadata_table(2000, 21)
+    captions = table["text"].to_pylist()
+    urls = [f"http://img/{i}.jpg" for i in range(len(captions))]
+    pq.write_table(pa.table({"uid": [make_uid(u, c) for u, c in zip(urls, captions, strict=True)], "url": urls,
+                             "text": captions}), tmp_path / "meta.parquet")
+    entries = tmp_path / "entries"
+    entries.mkdir()
+    words = ["photo", "house", "dog", "garden", "haus", "hund", "maison", "chat", "casa", *ENTRIES[:3]]
+    for lang in ("en", "de", "fr", "es"):
+        (entries / f"{lang}.txt").write_text("\n".join(words) + "\n")
+    config = BalanceConfig(metadata=str(entries), t=30, seed=2)
+
+    plain = Pool(str(tmp_path / "plain"))
+    _import(plain, [tmp_path / "meta.parquet"])
+    with pytest.raises(PoolError, match=r"_import\.json: per-language metadata .* `curate import --language`"):
+        balance.run(plain, config, quiet=True)
+
+    meta_pool = Pool(str(tmp_path / "meta_pool"))
+    _import(meta_pool, [tmp_path / "meta.parquet"], rows_per_part=600, language=True)
+    langs = meta_pool.read_parquet_dir("metadata")["lang"].to_pylist()
+    assert {"en", "de"} <= set(langs)
+    shard_pool = build_pool(tmp_path / "shard_pool", captions, 2, langs=langs)
+    got = balance.run(meta_pool, config, quiet=True)
+    want = balance.run(shard_pool, config, quiet=True)
+    assert got["actual_kept"] == want["actual_kept"] > 0
+    assert meta_pool.read_bytes("balanced/balanced/uids.npy") == shard_pool.read_bytes("balanced/balanced/uids.npy")

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
-from curate.population import is_metadata_part, population_ids
+from curate.population import MANIFEST_REL, is_metadata_part, manifest, population_ids
 from curate.progress import console
 from curate.runner import run_stage
 from curate.stages.balance.matching import SharedMatcher, build_matcher
@@ -113,6 +113,10 @@ def _check_inputs(pool: Pool, meta: Metadata, cfg: BalanceConfig, shards: list[s
     if cfg.tail_fraction is None and ref not in meta.entries:
         raise ConfigError(f"t is set for the reference language {ref!r}, but {meta.source} has no "
                           f"{ref}.txt/{ref}.json; give a tail fraction or another reference_language")
+    imported = manifest(pool)
+    if imported is not None and "lang" not in imported["columns"]:
+        raise PoolError(f"{pool.uri(MANIFEST_REL)}: per-language metadata routes captions by a lang column, "
+                        "and this metadata pool has none; import it with `curate import --language`")
     have = {n.removesuffix(".parquet") for n in pool.listdir("scores", cfg.language_scorer)}
     # An imported metadata pool carries `lang` in its own rows (curate import --language).
     missing = [s for s in shards if s not in have and not is_metadata_part(s)]
