@@ -384,12 +384,11 @@ def write_parts(pool: Pool, files: list[_Input], settings: ImportSettings, token
                     offset += take
                     start += take
                     done_rows += take
-                if not quiet:
-                    rate = done_rows / max(time.time() - started, 1e-9)
-                    console.print(f"[import] {done_rows:,}/{total:,} rows written ({rate:,.0f} rows/s)",
-                                  markup=False)
             if writer is not None:
                 written += writer.close()
+            if not quiet:
+                rate = done_rows / max(time.time() - started, 1e-9)
+                console.print(f"[import] {done_rows:,}/{total:,} rows written ({rate:,.0f} rows/s)", markup=False)
         del zf
     for part_id, info in parts.items():
         info["files"] = sorted(r for r in written if r.endswith(f"/{part_id}.parquet"))
