@@ -302,3 +302,16 @@ def test_per_language_balance_reads_the_imported_lang_column(tmp_path: Path, mon
     want = balance.run(shard_pool, config, quiet=True)
     assert got["actual_kept"] == want["actual_kept"] > 0
     assert meta_pool.read_bytes("balanced/balanced/uids.npy") == shard_pool.read_bytes("balanced/balanced/uids.npy")
+
+
+def test_subset_membership_by_sorted_keys_matches_a_set() -> None:
+    from curate.stages.metaimport import _members, _sorted_keys
+    from curate.uid import uids_to_npy_array
+
+    rng = np.random.default_rng(3)
+    pool_uids = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)).hex() for _ in range(3000)]
+    # Trailing and leading zero bytes, and uids equal in their first half, are the edge cases.
+    pool_uids += ["00" * 16, "00" * 15 + "01", "ab" * 8 + "00" * 8, "ab" * 8 + "00" * 7 + "01", "ff" * 16]
+    chosen = set(pool_uids[::3]) | {"00" * 16, "ab" * 8 + "00" * 8, "ff" * 16}
+    got = _members(pa.array(pool_uids), _sorted_keys(uids_to_npy_array(sorted(chosen))), "x")
+    assert got.tolist() == [u in chosen for u in pool_uids]

@@ -19,6 +19,7 @@ Bad input stops the import in pass 1 or 2 with one line naming the file; nothing
 from __future__ import annotations
 
 import contextlib
+import io
 import posixpath
 import shutil
 import tempfile
@@ -32,7 +33,6 @@ from typing import IO, Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import ConfigError, PoolError
@@ -477,6 +477,22 @@ CANDIDATE_DIR = "candidates"
 SOURCE_REL = f"{CANDIDATE_DIR}/_source.json"
 
 
+def _sorted_keys(npy: np.ndarray) -> np.ndarray:
+    """DataComp's sorted u8,u8 uids as 16-byte keys whose byte order is their numeric order."""
+    halves = np.empty((len(npy), 2), ">u8")
+    halves[:, 0], halves[:, 1] = npy["f0"], npy["f1"]
+    return halves.view("S16").reshape(-1)
+
+
+def _members(uids: pa.Array, keys: np.ndarray, shown: str) -> np.ndarray:
+    """Which uids are among the sorted keys: a binary search, 16 bytes a subset uid in memory."""
+    if not len(keys) or not len(uids):
+        return np.zeros(len(uids), bool)
+    mine = np.ascontiguousarray(uid_halves(uids, shown, 0)).view("S16").reshape(-1)
+    pos = np.minimum(np.searchsorted(keys, mine), len(keys) - 1)
+    return keys[pos] == mine
+
+
 def subset_candidates(pool: Pool, subset: str, *, rerun: bool = False, quiet: bool = False) -> int:
     """Write candidates/ with the metadata rows of a subset, for the download stage; returns their count.
 
@@ -486,10 +502,10 @@ def subset_candidates(pool: Pool, subset: str, *, rerun: bool = False, quiet: bo
     if found is None:
         raise PoolError(f"{pool.url}: --subset downloads a subset of an imported metadata pool "
                         "(curate import); this pool has none")
-    rel = f"subsets/{subset}/uids.parquet"
+    rel = f"subsets/{subset}/uids.npy"
     if not pool.exists(rel):
         raise PoolError(f"{pool.uri(rel)}: no such subset; run `curate filter --pool {pool.url} --spec ...` first")
-    uids = pool.read_parquet(rel, ["uid"])["uid"].combine_chunks()
+    uids = _sorted_keys(np.load(io.BytesIO(pool.read_bytes(rel))))
     spec_rel = f"subsets/{subset}/spec.json"
     fingerprint = pool.read_json(spec_rel).get("fingerprint") if pool.exists(spec_rel) else None
     source = {"subset": subset, "uids": len(uids), "fingerprint": fingerprint, "import_rows": found["rows"]}
@@ -502,7 +518,7 @@ def subset_candidates(pool: Pool, subset: str, *, rerun: bool = False, quiet: bo
     total = 0
     for part_id in sorted(found["parts"]):
         table = pool.read_parquet(part_rel(part_id), ["uid", "url", "caption"])
-        table = table.filter(pc.is_in(table["uid"], value_set=uids))
+        table = table.filter(pa.array(_members(table["uid"].combine_chunks(), uids, pool.uri(part_rel(part_id)))))
         if table.num_rows:
             out = pa.table({"uid": table["uid"], "url": table["url"], "text": table["caption"]})
             pool.write_parquet(f"{CANDIDATE_DIR}/part-{part_id}.parquet", out)
