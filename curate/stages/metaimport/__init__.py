@@ -18,8 +18,11 @@ Bad input stops the import in pass 1 or 2 with one line naming the file; nothing
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
+import multiprocessing
+import os
 import posixpath
 import shutil
 import tempfile
@@ -65,6 +68,7 @@ class ImportSettings:
     language_model: str | None = None
     replace: bool = False
     scratch_dir: str | None = None  # local directory for the uid buckets; default: the system temp dir
+    workers: int | None = None  # processes writing files in parallel; default: one per CPU
 
 
 @dataclass
@@ -335,64 +339,101 @@ class _PartWriter:
         return list(self.writers)
 
 
+def _language_scorer(settings: ImportSettings) -> Any:
+    from curate.scorers.language import LanguageConfig, LanguageScorer
+
+    scorer = LanguageScorer(LanguageConfig(model_path=settings.language_model))
+    scorer.setup()
+    return scorer
+
+
+def write_file(pool: Pool, inp: _Input, first_part: int, settings: ImportSettings,
+               token: str) -> dict[str, dict[str, Any]]:
+    """Copy one input file's rows (and .npz rows) into its parts, under temporary names."""
+    scorer = _language_scorer(settings) if settings.language else None
+    parts: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        streams: dict[str, _NpyStream] = {}
+        if inp.npz:
+            raw = stack.enter_context(inp.fs.open(inp.npz, "rb"))
+            zf = stack.enter_context(zipfile.ZipFile(raw))
+            streams = {k: _NpyStream(zf, k) for k in sorted(inp.arrays)}
+        start, writer = 0, None
+        for batch in _batches(inp, inp.names, settings.batch_rows):
+            offset = 0
+            while offset < batch.num_rows:
+                if writer is None or writer.rows == settings.rows_per_part:
+                    if writer is not None:
+                        parts[writer.part_id]["files"] = writer.close()
+                    part_id = f"{PART_PREFIX}{first_part + len(parts):08d}"
+                    writer = _PartWriter(pool, part_id, token)
+                    parts[part_id] = {"rows": 0, "source": inp.url, "first_row": start}
+                take = min(batch.num_rows - offset, settings.rows_per_part - writer.rows)
+                table = pa.Table.from_batches([batch.slice(offset, take)])
+                if scorer is not None:
+                    found = scorer({"caption": np.asarray(table["caption"].to_pylist(), dtype=object)})
+                    table = table.append_column("lang", pa.array(found["lang"].tolist(), pa.string()))
+                    table = table.append_column("lang_score", pa.array(found["lang_score"], pa.float32()))
+                writer.write(part_rel(writer.part_id), table)
+                by_dir: dict[str, dict[str, pa.Array]] = {}
+                for key, stream in streams.items():
+                    name, column = NPZ_ARRAYS[key]
+                    by_dir.setdefault(name, {"uid": table["uid"]})[column] = _fixed_list(stream.read(take))
+                for name, cols in sorted(by_dir.items()):
+                    writer.write(f"embeddings/{name}/{writer.part_id}.parquet", pa.table(cols))
+                writer.rows += take
+                parts[writer.part_id]["rows"] = writer.rows
+                offset += take
+                start += take
+        if writer is not None:
+            parts[writer.part_id]["files"] = writer.close()
+    for info in parts.values():
+        info["files"] = sorted(info["files"])
+    return parts
+
+
+def _first_parts(files: list[_Input], rows_per_part: int) -> list[int]:
+    """Part number each file starts at: parts never span files, so this is known before writing."""
+    out, at = [], 0
+    for inp in files:
+        out.append(at)
+        at += -(-inp.rows // rows_per_part)
+    return out
+
+
 def write_parts(pool: Pool, files: list[_Input], settings: ImportSettings, token: str,
                 quiet: bool) -> dict[str, dict[str, Any]]:
-    """Pass 3: copy rows (and .npz rows) into parts under temporary names; returns part id → info."""
-    scorer = None
-    if settings.language:
-        from curate.scorers.language import LanguageConfig, LanguageScorer
+    """Pass 3: every file's parts, files in parallel worker processes; returns part id → info."""
+    firsts = _first_parts(files, settings.rows_per_part)
+    workers = max(1, min(settings.workers or os.cpu_count() or 1, len(files)))
+    started, done_rows, total = time.time(), 0, sum(f.rows for f in files)
+    results: dict[int, dict[str, dict[str, Any]]] = {}
 
-        scorer = LanguageScorer(LanguageConfig(model_path=settings.language_model))
-        scorer.setup()
-    parts: dict[str, dict[str, Any]] = {}
-    written: list[str] = []
-    started, done_rows = time.time(), 0
-    total = sum(f.rows for f in files)
-    for inp in files:
-        zf = None
-        with contextlib.ExitStack() as stack:
-            streams: dict[str, _NpyStream] = {}
-            if inp.npz:
-                raw = stack.enter_context(inp.fs.open(inp.npz, "rb"))
-                zf = stack.enter_context(zipfile.ZipFile(raw))
-                streams = {k: _NpyStream(zf, k) for k in sorted(inp.arrays)}
-            start, writer = 0, None
-            for batch in _batches(inp, inp.names, settings.batch_rows):
-                offset = 0
-                while offset < batch.num_rows:
-                    if writer is None or writer.rows == settings.rows_per_part:
-                        if writer is not None:
-                            written += writer.close()
-                        part_id = f"{PART_PREFIX}{len(parts):08d}"
-                        writer = _PartWriter(pool, part_id, token)
-                        parts[part_id] = {"rows": 0, "source": inp.url, "first_row": start}
-                    take = min(batch.num_rows - offset, settings.rows_per_part - writer.rows)
-                    table = pa.Table.from_batches([batch.slice(offset, take)])
-                    if scorer is not None:
-                        found = scorer({"caption": np.asarray(table["caption"].to_pylist(), dtype=object)})
-                        table = table.append_column("lang", pa.array(found["lang"].tolist(), pa.string()))
-                        table = table.append_column("lang_score", pa.array(found["lang_score"], pa.float32()))
-                    writer.write(part_rel(writer.part_id), table)
-                    by_dir: dict[str, dict[str, pa.Array]] = {}
-                    for key, stream in streams.items():
-                        name, column = NPZ_ARRAYS[key]
-                        by_dir.setdefault(name, {"uid": table["uid"]})[column] = _fixed_list(stream.read(take))
-                    for name, cols in sorted(by_dir.items()):
-                        writer.write(f"embeddings/{name}/{writer.part_id}.parquet", pa.table(cols))
-                    writer.rows += take
-                    parts[writer.part_id]["rows"] = writer.rows
-                    offset += take
-                    start += take
-                    done_rows += take
-            if writer is not None:
-                written += writer.close()
-            if not quiet:
-                rate = done_rows / max(time.time() - started, 1e-9)
-                console.print(f"[import] {done_rows:,}/{total:,} rows written ({rate:,.0f} rows/s)", markup=False)
-        del zf
-    for part_id, info in parts.items():
-        info["files"] = sorted(r for r in written if r.endswith(f"/{part_id}.parquet"))
-    return parts
+    def finished(i: int, parts: dict[str, dict[str, Any]]) -> None:
+        nonlocal done_rows
+        results[i] = parts
+        done_rows += files[i].rows
+        if not quiet:
+            rate = done_rows / max(time.time() - started, 1e-9)
+            console.print(f"[import] {done_rows:,}/{total:,} rows written ({rate:,.0f} rows/s)", markup=False)
+
+    if workers == 1:
+        for i, inp in enumerate(files):
+            finished(i, write_file(pool, inp, firsts[i], settings, token))
+    else:
+        # spawn: a forked child would inherit pyarrow's and fastText's threads mid-flight.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+            futures = {executor.submit(write_file, pool, inp, firsts[i], settings, token): i
+                       for i, inp in enumerate(files)}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    finished(futures[future], future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    return {pid: info for i in sorted(results) for pid, info in results[i].items()}
 
 
 # ------------------------------------------------------------------------------- run
