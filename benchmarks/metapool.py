@@ -160,21 +160,26 @@ def main() -> None:
     shutil.rmtree(pool, ignore_errors=True)
     curate = [sys.executable, "-m", "curate"]
     print(f"load average at the start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    results = []
+    results: list[tuple[str, int, float, int]] = []
+
+    def record(name: str, n: int, secs: float, peak: int) -> None:
+        results.append((name, n, secs, peak))
+        print(f"done: {name}: {n:,} rows, {secs:.1f}s, {n / secs:,.0f} rows/s, peak {peak / 2**30:.2f} GiB", flush=True)
+
     t, mem, _ = measured([*curate, "import", str(work / "meta"), "--pool", str(pool), "--language",
                           "--scratch-dir", str(work)], env)
-    results.append(("curate import --language", rows, t, mem))
+    record("curate import --language", rows, t, mem)
     for spec in ("datacomp_basic", "clip_l14_top30"):
         t, mem, _ = measured([*curate, "filter", "--pool", str(pool), "--spec", str(REPO / "filters" / f"{spec}.yaml")],
                              env)
-        results.append((f"curate filter {spec}", rows, t, mem))
+        record(f"curate filter {spec}", rows, t, mem)
 
     peer_files = files[: max(1, (args.peer_rows or rows) // args.rows_per_file)]
     out = str(work / "peer")
     t, mem, _ = measured([sys.executable, __file__, "--peer-child", ",".join(map(str, peer_files)),
                           str(bundled_model_path()), out], env)
     info = json.loads(Path(out + ".json").read_text())
-    results.append(("peer: pandas basic + L/14 top 30% (DataComp approach)", info["rows"], t, mem))
+    record("peer: pandas basic + L/14 top 30% (DataComp approach)", info["rows"], t, mem)
     print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB; curate filter {'on Ray' if args.ray else 'in-process'}")
