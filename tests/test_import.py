@@ -315,3 +315,28 @@ def test_subset_membership_by_sorted_keys_matches_a_set() -> None:
     chosen = set(pool_uids[::3]) | {"00" * 16, "ab" * 8 + "00" * 8, "ff" * 16}
     got = _members(pa.array(pool_uids), _sorted_keys(uids_to_npy_array(sorted(chosen))), "x")
     assert got.tolist() == [u in chosen for u in pool_uids]
+
+
+@pytest.mark.fault("import", "an .npz whose array data ends before the rows its header declares (found while "
+                   "writing, after other files' parts were written)", "one line naming the .npz; every temporary "
+                   "removed, nothing published")
+def test_truncated_npz_found_while_writing_leaves_nothing(tmp_path: Path) -> None:
+    import zipfile
+
+    files = _write_good(tmp_path / "meta", files=3)
+    arrays = dict(np.load(files[2].with_suffix(".npz")))
+    with zipfile.ZipFile(files[2].with_suffix(".npz"), "w") as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(value))
+            data = value.tobytes()
+            buf.write(data[: len(data) // 2] if key == "l14_txt" else data)
+            zf.writestr(f"{key}.npy", buf.getvalue())
+    pool = Pool(str(tmp_path / "pool"))
+    with pytest.raises(ConfigError) as err:
+        _import(pool, [tmp_path / "meta"], rows_per_part=150, batch_rows=100, workers=2)
+    assert str(err.value) == (f"{str(files[2])[:-len('.parquet')]}.npz: array l14_txt ends before the rows its "
+                              "header declares (truncated file); nothing was imported")
+    left = [p for p in (tmp_path / "pool").rglob("*") if p.is_file()]
+    assert left == []
+    assert population_ids(pool) == []

@@ -295,7 +295,8 @@ def _batches(inp: _Input, names: list[str], batch_rows: int) -> Iterator[pa.Reco
 class _NpyStream:
     """Rows of one .npy array inside an .npz, read in order, a batch at a time."""
 
-    def __init__(self, zf: zipfile.ZipFile, key: str) -> None:
+    def __init__(self, zf: zipfile.ZipFile, key: str, shown: str) -> None:
+        self.key, self.shown = key, shown
         self.fh = zf.open(f"{key}.npy")
         shape, _, self.dtype = _npy_header(self.fh)
         self.dim = int(shape[1])
@@ -304,7 +305,9 @@ class _NpyStream:
         size = rows * self.dim * self.dtype.itemsize
         data = self.fh.read(size)
         if len(data) != size:
-            raise PoolError("an .npz array ended early while importing")  # headers were checked in pass 1
+            # The header promised the rows (pass 1); the data is short: a truncated file.
+            raise ConfigError(f"{self.shown}: array {self.key} ends before the rows its header declares "
+                              "(truncated file); nothing was imported")
         return np.frombuffer(data, self.dtype).reshape(rows, self.dim)
 
 
@@ -357,7 +360,8 @@ def write_file(pool: Pool, inp: _Input, first_part: int, settings: ImportSetting
         if inp.npz:
             raw = stack.enter_context(inp.fs.open(inp.npz, "rb"))
             zf = stack.enter_context(zipfile.ZipFile(raw))
-            streams = {k: _NpyStream(zf, k) for k in sorted(inp.arrays)}
+            shown = inp.url.removesuffix(".parquet") + ".npz"
+            streams = {k: _NpyStream(zf, k, shown) for k in sorted(inp.arrays)}
         start, writer = 0, None
         for batch in _batches(inp, inp.names, settings.batch_rows):
             offset = 0
