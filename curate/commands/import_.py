@@ -15,8 +15,8 @@ from curate.commands.common import PoolOpt
 def import_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Metadata .parquet files, or directories of them (local paths or URLs); "
-                       "a sibling NAME.npz holds that file's embeddings."),
+        typer.Argument(metavar="METADATA...", help="Metadata .parquet files, or directories of them (local paths "
+                       "or URLs); a sibling NAME.npz holds that file's embeddings."),
     ],
     pool: PoolOpt,
     rows_per_part: Annotated[
