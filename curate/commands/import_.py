@@ -15,7 +15,7 @@ from curate.commands.common import PoolOpt
 def import_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(metavar="METADATA...", help="Metadata .parquet files, or directories of them (local paths "
+        typer.Argument(metavar="METADATA", help="Metadata .parquet files, or directories of them (local paths "
                        "or URLs); a sibling NAME.npz holds that file's embeddings."),
     ],
     pool: PoolOpt,
