@@ -37,6 +37,11 @@ def download_command(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, max=86_400, help="Hard seconds per request (default 10).")
     ] = None,
+    subset: Annotated[
+        str | None,
+        typer.Option("--subset", help="Metadata pools (curate import): download only the uids of "
+                     "subsets/NAME/ (written by curate filter); candidates/ is cut from them."),
+    ] = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
     overwrite_worse: Annotated[
@@ -58,7 +63,8 @@ def download_command(
     A rerun skips finished shards and completes only the missing ones. A shard done again (its
     marker deleted, or --rerun) that would hold fewer successful images than the one already
     written keeps the earlier shard and says so, unless --overwrite-worse. Exit status is non-zero
-    when a shard failed. See docs/download.md.
+    when a shard failed. With --subset NAME on a pool made by `curate import`, candidates/ is first
+    cut from the metadata rows of subsets/NAME/, so only that subset is fetched. See docs/download.md.
     """
     from curate.config import DownloadConfig, load_pipeline
     from curate.errors import ConfigError
@@ -78,4 +84,8 @@ def download_command(
             section = DownloadConfig.model_validate({**section.model_dump(), **updates})
         except ValueError as exc:
             raise ConfigError(f"curate download: {exc}") from exc
+    if subset is not None:
+        from curate.stages.metaimport import subset_candidates
+
+        subset_candidates(Pool(pool), subset, rerun=rerun)
     run(Pool(pool), section, ray_address=ray_address, rerun=rerun, allow_addresses=list(allow_address or []))

@@ -26,9 +26,9 @@ from curate.errors import ConfigError, PoolError
 from curate.names import check_name
 from curate.pool import Pool
 from curate.poollock import locked
+from curate.population import MANIFEST_REL, is_metadata_part, manifest, population_ids
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import list_shards
 from curate.stages.balance.matching import Rule, SharedMatcher, build_matcher
 from curate.stages.balance.metadata import ALL_LANGUAGES, Metadata, load_metadata
 from curate.stages.balance.passes import MatchSettings, SampleSettings, match_shard, sample_shard
@@ -123,8 +123,13 @@ def _check_inputs(pool: Pool, meta: Metadata, cfg: BalanceConfig, shards: list[s
     if cfg.tail_fraction is None and ref not in meta.entries:
         raise ConfigError(f"t is set for the reference language {ref!r}, but {meta.source} has no "
                           f"{ref}.txt/{ref}.json; give a tail fraction or another reference_language")
+    imported = manifest(pool)
+    if imported is not None and "lang" not in imported["columns"]:
+        raise PoolError(f"{pool.uri(MANIFEST_REL)}: per-language metadata routes captions by a lang column, "
+                        "and this metadata pool has none; import it with `curate import --language`")
     have = {n.removesuffix(".parquet") for n in pool.listdir("scores", cfg.language_scorer)}
-    missing = [s for s in shards if s not in have]
+    # An imported metadata pool carries `lang` in its own rows (curate import --language).
+    missing = [s for s in shards if s not in have and not is_metadata_part(s)]
     if missing:
         raise PoolError(f"per-language metadata routes captions by scores/{cfg.language_scorer}/<shard>.parquet "
                         f"(lang column), missing for {len(missing)} shard(s), e.g. {missing[0]}; "
@@ -153,7 +158,7 @@ def run(
     """Balance the pool's captions over the metadata; returns the report (also report.json)."""
     if not config.metadata:
         raise ConfigError("balance needs metadata (--metadata FILE|DIR or balance.metadata in the config)")
-    shards = list_shards(pool)
+    shards = population_ids(pool)
     if not shards:
         raise PoolError(f"{pool.url}: no finished download shards (run `curate download` first)")
     started = time.time()

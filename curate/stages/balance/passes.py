@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from curate.errors import PoolError
 from curate.pool import Pool
-from curate.shards import read_shard_table
+from curate.population import is_metadata_part, read_rows
 from curate.stages.balance.matching import SharedMatcher
 from curate.stages.balance.metadata import ALL_LANGUAGES
 from curate.stages.balance.sampling import keep_probabilities, uniform_draws
@@ -67,19 +67,20 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
 
 
 def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings) -> dict[str, Any]:
-    table = read_shard_table(pool, shard_id, ["uid", "caption", "status"])
-    samples = table.num_rows
-    counts: dict[str, int] = {}
-    success = pc.equal(table["status"], "success")
-    counts["not_success"] = samples - _count(success)
-    table = table.filter(success).select(["uid", "caption"])
+    metadata = is_metadata_part(shard_id)
+    table, not_success = read_rows(pool, shard_id, ["caption", "lang"] if metadata and settings.per_language
+                                   else ["caption"])
+    samples = table.num_rows + not_success
+    counts: dict[str, int] = {"not_success": not_success}
     if settings.subset_uids is not None:
         inside = pc.is_in(table["uid"], value_set=settings.subset_uids)
         counts["not_in_subset"] = table.num_rows - _count(inside)
         table = table.filter(inside)
 
     matcher = settings.matcher.get()
-    if settings.per_language:
+    if settings.per_language and metadata:
+        counts["missing_language_score"] = table["lang"].null_count
+    elif settings.per_language:
         rel = f"scores/{settings.language_scorer}/{shard_id}.parquet"
         if not pool.exists(rel):
             raise PoolError(f"per-language metadata needs {rel} (lang column); run the "

@@ -28,9 +28,9 @@ from curate.errors import ConfigError, PoolError
 from curate.names import check_name
 from curate.pool import Pool
 from curate.poollock import locked
+from curate.population import population_ids
 from curate.progress import console
 from curate.runner import run_stage
-from curate.shards import list_shards
 from curate.stages.filter import quantiles
 from curate.stages.filter.check import check_against_pool, check_survivors_placement
 from curate.stages.filter.columns import ColumnCatalog, load_shard_columns, read_catalog
@@ -210,7 +210,7 @@ def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rer
     if not config.spec:
         raise ConfigError("filter: no spec given (set filter.spec in the pipeline YAML or pass --spec)")
     spec, source_map, catalog = prepare(pool, config.spec, config.name)
-    shards = list_shards(pool)
+    shards = population_ids(pool)
     subset = spec.name
     sources = {**catalog.sources, **embedding_sources(spec, pool, source_map)}
     settings = FilterSettings(spec=spec, subset=subset, sources=sources, approximate=config.approximate)

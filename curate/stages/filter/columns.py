@@ -14,9 +14,8 @@ import pyarrow.compute as pc
 
 from curate.errors import PoolError
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, list_shards, shard_parquet_rel
+from curate.population import is_metadata_part, population_ids, population_rel, read_rows
 from curate.stages.filter.uidkeys import all_unique
-from curate.uid import check_uids
 
 # Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
 SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")
@@ -56,7 +55,7 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
 
     Without `shard_id`, the first shard whose tables read is used: a damaged shard fails in its
     own task later, not the whole stage here."""
-    shards = list_shards(pool)
+    shards = population_ids(pool)
     if not shards:
         raise PoolError(f"{pool.url}: no finished download shards (_done/download/ is empty); run download first")
     if shard_id is not None:
@@ -74,13 +73,16 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
 def _catalog_of(pool: Pool, shard: str) -> ColumnCatalog:
     sources: dict[str, str] = {}
     types: dict[str, pa.DataType] = {}
-    shard_schema = _schema(pool, shard_parquet_rel(pool, shard))
-    for name in SHARD_VALUE_COLUMNS:
-        if name in shard_schema.names:
+    shard_schema = _schema(pool, population_rel(pool, shard))
+    # An imported metadata pool's own columns (scores included) are its base table's.
+    metadata = is_metadata_part(shard)
+    for name in shard_schema.names if metadata else SHARD_VALUE_COLUMNS:
+        if name in shard_schema.names and name != "uid":
             sources[name] = "shards"
             types[name] = shard_schema.field(name).type
     scorers = []
-    for scorer in pool.listdir("scores"):
+    # Score tables are written per download shard, so they cannot line up with metadata parts.
+    for scorer in [] if metadata else pool.listdir("scores"):
         files = [f for f in pool.listdir("scores", scorer) if f.endswith(".parquet")]
         if not files:
             continue
@@ -112,12 +114,7 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
     for name in columns:
         if sources.get(name) == "derived":
             base_needed.update(DERIVED[name][0])
-    shard_rel = shard_parquet_rel(pool, shard_id)
-    shard = pool.read_parquet(shard_rel, columns=["uid", "status", *sorted(base_needed)])
-    check_uids(shard["uid"], pool.uri(shard_rel))
-    ok = pc.equal(shard["status"], "success")
-    table = shard.filter(ok).drop_columns(["status"])
-    not_downloaded = shard.num_rows - table.num_rows
+    table, not_downloaded = read_rows(pool, shard_id, sorted(base_needed))
     by_scorer: dict[str, list[str]] = {}
     for name in sorted(columns):
         src = sources.get(name, "")
@@ -152,7 +149,7 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
             raise PoolError(f"{pool.uri(rel)}: uid values repeat; a score table must hold one row per sample")
     if aligned and not all_unique(table["uid"]):
         # What the join would have found: a repeated uid in a score table multiplies rows.
-        raise PoolError(f"{pool.uri(SHARD_DIR)}/{shard_id}.parquet: uid values repeat in this shard's successful "
+        raise PoolError(f"{pool.uri(population_rel(pool, shard_id))}: uid values repeat in this shard's successful "
                         "samples and its score tables; a score table must hold one row per sample")
     for name in sorted(columns):
         if sources.get(name) == "derived":
