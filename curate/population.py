@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, list_shards, shard_parquet_rel
-from curate.uid import check_uids
+from curate.shards import list_shards, read_shard_table, shard_parquet_rel
 
 METADATA_DIR = "metadata"
 MANIFEST_REL = f"{METADATA_DIR}/_import.json"
@@ -46,13 +45,9 @@ def population_ids(pool: Pool) -> list[str]:
     return list_shards(pool)
 
 
-def base_rel(part_id: str) -> str:
-    """The table that lists a part's rows: the metadata part, or the download shard's parquet."""
-    return part_rel(part_id) if is_metadata_part(part_id) else f"{SHARD_DIR}/{part_id}.parquet"
-
-
 def population_rel(pool: Pool, part_id: str) -> str:
-    """base_rel, with a PoolError naming a download shard whose marker outlived its parquet."""
+    """The table that lists a part's rows: the metadata part, or the download shard's parquet (a
+    PoolError names a download shard whose marker outlived its parquet)."""
     return part_rel(part_id) if is_metadata_part(part_id) else shard_parquet_rel(pool, part_id)
 
 
@@ -64,8 +59,6 @@ def read_rows(pool: Pool, part_id: str, columns: list[str]) -> tuple[pa.Table, i
     wanted = ["uid", *[c for c in columns if c != "uid"]]
     if is_metadata_part(part_id):
         return pool.read_parquet(part_rel(part_id), columns=wanted), 0
-    rel = population_rel(pool, part_id)
-    shard = pool.read_parquet(rel, columns=[*wanted, "status"])
-    check_uids(shard["uid"], pool.uri(rel))
+    shard = read_shard_table(pool, part_id, [*wanted, "status"])  # phantom and uid checks included
     table = shard.filter(pc.equal(shard["status"], "success")).drop_columns(["status"])
     return table, shard.num_rows - table.num_rows
