@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from curate.errors import ConfigError
+from curate.yamlconf import short
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RULE = "one path segment: letters, digits, '_', '.', '-', starting with a letter or digit, at most 128 characters"
@@ -33,8 +34,7 @@ def check_name(value: str, what: str) -> str:
     """`value` if it is a valid name; otherwise a ConfigError `what: 'value' is not a valid name (…)`."""
     problem = name_problem(value)
     if problem:
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:79] + "…"
-        raise ConfigError(f"{what}: {shown} is {problem}")
+        raise ConfigError(f"{what}: {short(value)} is {problem}")
     return value
 
 

@@ -153,7 +153,7 @@ _TENSOR, _TUPLE, _DICT = "__tensor__", "__tuple__", "__dict__"
 def _flatten(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         name = f"t{len(tensors)}"  # key paths could collide ("a.b" vs {"a": {"b"}}); a counter cannot
-        tensors[name] = value.detach().to("cpu").contiguous().clone()
+        tensors[name] = value.detach().to("cpu", copy=True).contiguous()
         return {_TENSOR: name}
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value) and not ({_TENSOR, _TUPLE, _DICT} & value.keys()):

@@ -63,7 +63,7 @@ def _class(chars: str) -> str:
 
 _PUNCT_RE = "(" + _class(PUNCTUATION) + ")"
 _METACLIP_PUNCT_RE = "(" + _class(METACLIP_PUNCTUATION) + ")"
-_SPACE_RE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]+"
+_SPACE_RE = _class(WHITESPACE) + "+"
 _SEPARATOR = "\n"
 
 # Scripts written without spaces between words (MetaCLIP 2 builds their metadata with word

@@ -46,10 +46,6 @@ class ColumnCatalog:
         return sorted(self.sources)
 
 
-def _schema(pool: Pool, rel: str) -> pa.Schema:
-    return pool.parquet_schema(rel)
-
-
 def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
     """Columns of the pool, from the footers of one shard's tables (all shards share schemas).
 
@@ -73,7 +69,7 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
 def _catalog_of(pool: Pool, shard: str) -> ColumnCatalog:
     sources: dict[str, str] = {}
     types: dict[str, pa.DataType] = {}
-    shard_schema = _schema(pool, population_rel(pool, shard))
+    shard_schema = pool.parquet_schema(population_rel(pool, shard))
     # An imported metadata pool's own columns (scores included) are its base table's.
     metadata = is_metadata_part(shard)
     for name in shard_schema.names if metadata else SHARD_VALUE_COLUMNS:
@@ -88,7 +84,7 @@ def _catalog_of(pool: Pool, shard: str) -> ColumnCatalog:
             continue
         scorers.append(scorer)
         rel = posixpath.join("scores", scorer, f"{shard}.parquet")
-        schema = _schema(pool, rel if pool.exists(rel) else posixpath.join("scores", scorer, files[0]))
+        schema = pool.parquet_schema(rel if pool.exists(rel) else posixpath.join("scores", scorer, files[0]))
         for fld in schema:
             # Shard columns win over a scorer's copy of them; the first scorer (by name) wins a clash.
             if fld.name != "uid" and fld.name not in sources:
