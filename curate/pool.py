@@ -37,7 +37,7 @@ class Pool:
         self.url = str(root).rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.root = self.root.rstrip("/") or "/"
-        self.is_local = "file" in _protocols(self.fs)
+        self.is_local = "file" in fs_protocols(self.fs)
 
     # Pool objects travel to Ray workers; the filesystem object is rebuilt there.
     def __reduce__(self) -> tuple[Any, tuple[str]]:
@@ -229,6 +229,7 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+def fs_protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    """The protocols a filesystem answers to (fsspec gives a str or a tuple)."""
     proto = fs.protocol
     return {proto} if isinstance(proto, str) else set(proto)

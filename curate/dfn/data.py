@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from curate.dfn.config import DataSource, ParquetSource, PoolSubsetSource, WebdatasetSource
 from curate.errors import ConfigError, PoolError
-from curate.pool import Pool
+from curate.pool import Pool, fs_protocols
 from curate.shards import iter_shard_samples, list_shards, read_shard_table
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -66,7 +66,7 @@ def _expand(urls: list[str], suffix: str) -> list[str]:
             raise ConfigError(f"data: {url}: no such file or directory")
         if not found:
             raise ConfigError(f"data: {url}: no {suffix} files found")
-        out.extend(fs.unstrip_protocol(p) if "file" not in _protocols(fs) else p for p in found)
+        out.extend(fs.unstrip_protocol(p) if "file" not in fs_protocols(fs) else p for p in found)
     return out
 
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import ConfigError
-from curate.pool import Pool
+from curate.pool import Pool, fs_protocols
 from curate.uid import check_uids, npy_array_to_uids
 
 SUBSET_ROOTS = ("subsets", "balanced")
@@ -99,9 +99,5 @@ def resolve_subset(pool: Pool, subset: str) -> Subset:
 
 
 def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return fs.unstrip_protocol(path) if "file" not in _protocols(fs) else path
+    return fs.unstrip_protocol(path) if "file" not in fs_protocols(fs) else path
 
-
-def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
-    proto = fs.protocol
-    return {proto} if isinstance(proto, str) else set(proto)

@@ -39,10 +39,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import ConfigError, PoolError
-from curate.pool import TMP_MARK, Pool
+from curate.pool import TMP_MARK, Pool, fs_protocols
 from curate.population import MANIFEST_REL, METADATA_DIR, PART_PREFIX, manifest, part_rel
 from curate.progress import console
 from curate.shards import list_shards
+from curate.stages.dedup.embeddings import embedding_array
 
 __all__ = ["ImportSettings", "run"]
 
@@ -96,7 +97,7 @@ def _list_inputs(inputs: list[str]) -> list[tuple[Any, str, str]]:
             found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
             if not found:
                 raise ConfigError(f"{item}: no .parquet files in this directory")
-            out.extend((fs, p, fs.unstrip_protocol(p) if "file" not in _protocols(fs) else p) for p in found)
+            out.extend((fs, p, fs.unstrip_protocol(p) if "file" not in fs_protocols(fs) else p) for p in found)
         elif fs.exists(path):
             out.append((fs, path, item))
         else:
@@ -108,10 +109,6 @@ def _list_inputs(inputs: list[str]) -> list[tuple[Any, str, str]]:
         seen.add(path)
     return out
 
-
-def _protocols(fs: Any) -> set[str]:
-    proto = fs.protocol
-    return {proto} if isinstance(proto, str) else set(proto)
 
 
 def _type_problem(name: str, typ: pa.DataType) -> str | None:
@@ -311,11 +308,6 @@ class _NpyStream:
         return np.frombuffer(data, self.dtype).reshape(rows, self.dim)
 
 
-def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), pa.float16())
-    return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
-
-
 class _PartWriter:
     """One part's metadata and embedding files, written under temporary names."""
 
@@ -382,7 +374,7 @@ def write_file(pool: Pool, inp: _Input, first_part: int, settings: ImportSetting
                 by_dir: dict[str, dict[str, pa.Array]] = {}
                 for key, stream in streams.items():
                     name, column = NPZ_ARRAYS[key]
-                    by_dir.setdefault(name, {"uid": table["uid"]})[column] = _fixed_list(stream.read(take))
+                    by_dir.setdefault(name, {"uid": table["uid"]})[column] = embedding_array(stream.read(take))
                 for name, cols in sorted(by_dir.items()):
                     writer.write(f"embeddings/{name}/{writer.part_id}.parquet", pa.table(cols))
                 writer.rows += take
