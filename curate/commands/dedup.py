@@ -8,16 +8,18 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
-from curate.config import DedupConfig, load_pipeline
+from curate.commands.common import PoolOpt, RayAddressOpt, RerunOpt
+from curate.commands.options import section_options
+from curate.config import DedupConfig
 from curate.errors import ConfigError
 from curate.pool import Pool
 
 
 @app.command("dedup")
+@section_options(DedupConfig, "dedup")
 def dedup_command(
+    section: DedupConfig,
     pool: PoolOpt,
-    config: ConfigOpt = None,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Run only the configured method with this name (repeatable; a method's name "
@@ -38,16 +40,14 @@ def dedup_command(
 
     The kept member of a group follows `keep`: lowest_uid (default), highest_score (with score_column),
     or farthest_from_centroid (semantic's default, as in SemDeDup). A method already finished with the
-    same settings is skipped; --rerun redoes it. See docs/dedup.md.
+    same settings is skipped; --rerun redoes it. Methods can also be given, or a setting changed,
+    without a YAML: --set 'methods=[{method: exact}]', --set methods.0.max_distance=2. See docs/dedup.md.
     """
-    if config is None:
-        raise ConfigError("curate dedup needs --config PIPELINE.yaml with a `dedup:` section listing methods")
-    section = load_pipeline(config).dedup
-    if section is None or not section.methods:
-        raise ConfigError(f"{config}: no `dedup: methods:` section; nothing to deduplicate (see docs/dedup.md)")
+    if not section.methods:
+        raise ConfigError("curate dedup: no methods: give --config PIPELINE.yaml with a `dedup: methods:` list, "
+                          "or --set 'methods=[{method: exact}]' (see docs/dedup.md)")
     from curate.stages.dedup import run
 
-    report = run(Pool(pool), DedupConfig.model_validate(section.model_dump()), ray_address=ray_address,
-                 rerun=rerun, only=only or None)
+    report = run(Pool(pool), section, ray_address=ray_address, rerun=rerun, only=only or None)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))

@@ -10,6 +10,7 @@ import typer
 
 from curate.cli import app
 from curate.commands.common import from_options
+from curate.commands.options import SET_FLAG, apply_sets, set_option_help
 from curate.errors import ConfigError
 
 
@@ -26,6 +27,8 @@ def train_dfn_command(
         help="Stop after this step (a checkpoint is written); run again without it to resume.")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Ignore and delete existing checkpoints in output_dir instead of resuming.")] = False,
+    sets: Annotated[list[str] | None, typer.Option(
+        SET_FLAG, metavar="KEY=VALUE", help=set_option_help("the train-dfn YAML (`train.lr=1e-5`)"))] = None,
 ) -> None:
     """Train or fine-tune a CLIP model as a Data Filtering Network on a high-quality image-text set.
 
@@ -37,8 +40,11 @@ def train_dfn_command(
     With scaling.backend: ray it runs on Ray Train (TorchTrainer, scaling.num_workers, use_gpu).
     """
     from curate.dfn import load_dfn_config, train_dfn
+    from curate.dfn.config import DFNTrainConfig
 
     cfg = load_dfn_config(config)
+    if sets:
+        cfg = apply_sets(DFNTrainConfig, cfg.model_dump(), sets, "train-dfn")
     updates: dict[str, object] = {}
     if output_dir is not None:
         updates["output_dir"] = output_dir

@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt, from_options
-from curate.config import ExportConfig, load_pipeline
+from curate.commands.common import PoolOpt, RayAddressOpt, RerunOpt
+from curate.commands.options import section_options
+from curate.config import ExportConfig
 from curate.pool import Pool
 
 
 @app.command("export")
+@section_options(ExportConfig, "export", aliases={"subset": ("-s",)},
+                 off={"with_images_parquet": "--no-images-parquet"})
 def export_command(
+    section: ExportConfig,
     pool: PoolOpt,
-    subset: Annotated[
-        str | None,
-        typer.Option(
-            "--subset", "-s",
-            help="What to export: a filter subset name (subsets/NAME), a balanced set (balanced/NAME), a pool-"
-            "relative directory, or a path/URL of a uids.parquet (column uid) or DataComp uids.npy. "
-            "Default: export.subset from --config.",
-        ),
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Output directory exports/NAME/ (default: the subset's name).")
-    ] = None,
-    samples_per_shard: Annotated[
-        int | None, typer.Option("--samples-per-shard", min=1, help="Samples per output tar (default 10000).")
-    ] = None,
-    shuffle_buffer: Annotated[
-        int | None,
-        typer.Option("--shuffle-buffer", min=0,
-                     help="Shuffle within each task through a buffer of this many samples (0: keep order)."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the shuffle buffer (default 0).")] = None,
-    with_images_parquet: Annotated[
-        bool | None,
-        typer.Option("--with-images-parquet/--no-images-parquet",
-                     help="Also write exports/NAME/images/*.parquet holding the image bytes."),
-    ] = None,
-    config: ConfigOpt = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
 ) -> None:
@@ -52,13 +25,6 @@ def export_command(
 
     The shards load in OpenCLIP with --dataset-type webdataset --train-data 'exports/NAME/{00000000..N}.tar'.
     """
-    section = ExportConfig()
-    if config is not None:
-        section = load_pipeline(config).export or section
-    overrides = {"subset": subset, "name": name, "samples_per_shard": samples_per_shard,
-                 "shuffle_buffer": shuffle_buffer, "seed": seed, "with_images_parquet": with_images_parquet}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    section = from_options(ExportConfig, {**section.model_dump(), **given}, "export options")
     from curate.stages.export import run
 
     run(Pool(pool), section, ray_address=ray_address, rerun=rerun)

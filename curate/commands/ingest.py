@@ -7,15 +7,19 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
-from curate.config import IngestConfig, load_pipeline
+from curate.commands.common import PoolOpt, RayAddressOpt, RerunOpt, from_options
+from curate.commands.options import section_options
+from curate.config import IngestConfig
 from curate.errors import ConfigError
 from curate.pool import Pool
 from curate.progress import console
 
 
 @app.command("ingest")
+@section_options(IngestConfig, "ingest", off={"keep_empty_captions": "--drop-empty-captions"},
+                 skip={"inputs": "INPUT arguments of `curate ingest` are added to it"})
 def ingest_command(
+    section: IngestConfig,
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
@@ -26,22 +30,6 @@ def ingest_command(
         ),
     ] = None,
     pool: PoolOpt = ...,
-    config: ConfigOpt = None,
-    crawl_files: Annotated[
-        int | None,
-        typer.Option("--crawl-files", min=1, help="With a crawl id: read the first N files of its wat.paths.gz "
-                     "[default: ingest.crawl_files, 1]."),
-    ] = None,
-    crawl_base_url: Annotated[
-        str | None,
-        typer.Option("--crawl-base-url", help="Where crawl-data/ID/wat.paths.gz and the files it lists live "
-                     "[default: ingest.crawl_base_url, https://data.commoncrawl.org]."),
-    ] = None,
-    keep_empty_captions: Annotated[
-        bool | None,
-        typer.Option("--keep-empty-captions/--drop-empty-captions",
-                     help="Keep images without alt/title text [default: ingest.keep_empty_captions, drop]."),
-    ] = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
 ) -> None:
@@ -58,20 +46,9 @@ def ingest_command(
     file that cannot be opened is a failed shard and the command exits non-zero. Finished files
     are skipped when the command is run again. See docs/ingest.md.
     """
-    section = IngestConfig()
-    if config is not None:
-        pipeline = load_pipeline(config)
-        section = pipeline.ingest or section
-    updates: dict = {}
     if inputs:
-        updates["inputs"] = [*section.inputs, *inputs]
-    if crawl_files is not None:
-        updates["crawl_files"] = crawl_files
-    if crawl_base_url is not None:
-        updates["crawl_base_url"] = crawl_base_url
-    if keep_empty_captions is not None:
-        updates["keep_empty_captions"] = keep_empty_captions
-    section = IngestConfig.model_validate({**section.model_dump(), **updates})
+        section = from_options(IngestConfig, {**section.model_dump(), "inputs": [*section.inputs, *inputs]},
+                               "ingest options")
     if not section.inputs:
         raise ConfigError("ingest: give INPUT files/URLs/crawl ids, or inputs: in the config's ingest section")
 

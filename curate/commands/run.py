@@ -9,7 +9,8 @@ import typer
 
 from curate.cli import app
 from curate.commands.common import RayAddressOpt
-from curate.config import load_pipeline
+from curate.commands.options import SET_FLAG, apply_sets, set_option_help
+from curate.config import PipelineConfig, load_pipeline
 from curate.pipeline import STAGES, run_pipeline
 
 
@@ -23,6 +24,10 @@ def run_command(
         bool,
         typer.Option("--redo-changed", help="Redo stages whose config changed since they finished, and later ones."),
     ] = False,
+    sets: Annotated[list[str] | None, typer.Option(
+        SET_FLAG, metavar="KEY=VALUE",
+        help=set_option_help("the pipeline YAML (`download.thread_count=16`; a section absent from it stays "
+                             "absent)"))] = None,
 ) -> None:
     """Run the pipeline's stages in order: ingest, download, train_dfn, score, dedup, filter, balance, export, stats.
 
@@ -31,4 +36,6 @@ def run_command(
     that finished under a different config stops the run instead of mixing outputs.
     """
     cfg = load_pipeline(pipeline)
+    if sets:
+        cfg = apply_sets(PipelineConfig, cfg.model_dump(), sets, "run")
     run_pipeline(cfg, start=start, stop=stop, ray_address=ray_address, redo_changed=redo_changed)

@@ -7,21 +7,21 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt, PoolOpt, RayAddressOpt, RerunOpt
+from curate.commands.common import PoolOpt, RayAddressOpt, RerunOpt, from_options
+from curate.commands.options import section_options
+from curate.config import ScoreConfig
+from curate.errors import ConfigError
 
 
 @app.command("score")
+@section_options(ScoreConfig, "score")
 def score_command(
+    section: ScoreConfig,
     pool: PoolOpt,
-    config: ConfigOpt = None,
     scorer: Annotated[
         list[str] | None,
         typer.Option("--scorer", help="Add a scorer that needs no settings, by type: text_stats, image_stats or "
                      "language (repeatable). Used alone, or added to the scorers of --config."),
-    ] = None,
-    max_image_pixels: Annotated[
-        int | None, typer.Option("--max-image-pixels", min=1, help="Images with more pixels get no image scores "
-                                 "(reason too_many_pixels; default 89,478,485).")
     ] = None,
     ray_address: RayAddressOpt = None,
     rerun: RerunOpt = False,
@@ -42,22 +42,13 @@ def score_command(
     missing model is an error that says what to download. Exit status is non-zero when a shard
     failed.
     """
-    from curate.config import ScoreConfig, load_pipeline
-    from curate.errors import ConfigError
     from curate.pool import Pool
     from curate.stages.score import run
 
-    section = ScoreConfig()
-    if config is not None:
-        section = load_pipeline(config).score or section
-    data = section.model_dump()
-    data["scorers"] = [*data["scorers"], *({"type": t} for t in (scorer or []))]
-    if max_image_pixels is not None:
-        data["max_image_pixels"] = max_image_pixels
-    try:
-        section = ScoreConfig.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(f"curate score: {exc}") from exc
+    if scorer:
+        data = section.model_dump()
+        data["scorers"] = [*data["scorers"], *({"type": t} for t in scorer)]
+        section = from_options(ScoreConfig, data, "score options")
     if not section.scorers:
         raise ConfigError("curate score: no scorers: give --config with a `score: scorers:` list, or --scorer TYPE")
     run(Pool(pool), section, ray_address=ray_address, rerun=rerun)

@@ -7,21 +7,16 @@ from typing import Annotated
 import typer
 
 from curate.cli import app
-from curate.commands.common import ConfigOpt
-from curate.config import StatsConfig, load_pipeline
+from curate.commands.options import section_options
+from curate.config import StatsConfig
 from curate.pool import Pool
 
 
 @app.command("stats")
+@section_options(StatsConfig, "stats")
 def stats_command(
+    section: StatsConfig,
     pool: Annotated[str, typer.Argument(help="Pool directory or URL (s3://, gs://).")],
-    grid_samples: Annotated[
-        int | None, typer.Option("--grid-samples", min=1, max=64,
-                                 help="Images on each side of every threshold cut (default 8).")] = None,
-    max_rows: Annotated[
-        int | None, typer.Option("--max-rows", min=1000,
-                                 help="Histograms use a seeded sample of this many rows at most (default 2M).")] = None,
-    config: ConfigOpt = None,
 ) -> None:
     """Write reports/stats.json and reports/index.html for POOL: the funnel from candidates to export (per
     stage and per filter condition), download success and error reasons, histograms of every score column,
@@ -31,11 +26,6 @@ def stats_command(
     The HTML is one self-contained file (plots and thumbnails embedded): open it in any browser. Sections
     whose tables do not exist yet say so.
     """
-    section = StatsConfig()
-    if config is not None:
-        section = load_pipeline(config).stats or section
-    overrides = {"grid_samples": grid_samples, "max_rows": max_rows}
-    section = StatsConfig(**{**section.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     from curate.stats import write_report
 
     write_report(Pool(pool), section)
