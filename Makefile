@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 HERMETIC := scripts/hermetic.sh
 
-.PHONY: install demo test lint bench clean-demo system-deps reliability-doc
+.PHONY: install demo test lint bench clean-demo system-deps reliability-doc config-doc
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: install
 
 reliability-doc: install
 	CURATE_RELIABILITY_OUT=docs/reliability.md $(HERMETIC) $(PY) -m pytest -q -m fault
+
+# docs/config.md from the config models (tests/test_docs_config.py checks it is current).
+config-doc: install
+	$(PY) -m curate.docs_config
 
 clean-demo:
 	rm -rf demo_out

@@ -56,7 +56,7 @@ class SectionCommand:
 
     section: str
     model: type[BaseModel]
-    command: str = ""
+    command: str  # `curate <command>`
     flags: dict[str, FieldFlag] = field(default_factory=dict)  # key -> its flag
     set_only: list[str] = field(default_factory=list)  # keys only --set reaches (lists of models, …)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> how the command sets it instead
@@ -172,7 +172,7 @@ def section_options(
     panel = f"Options of the `{section}:` section"
 
     def decorate(func: F) -> F:
-        spec = SectionCommand(section=section, model=model, skipped=dict(skip))
+        spec = SectionCommand(section=section, model=model, command=section, skipped=dict(skip))
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "section"]
         taken = {n for p in own for n in _option_names(p.annotation)}

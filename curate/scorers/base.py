@@ -60,8 +60,9 @@ class ScorerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str
-    name: str = Field("", description="output name: scores/<name>/; defaults to the type")
+    type: str = Field(description="which scorer this is; its own keys are listed under its name below")
+    name: str = Field("", description="output name: `scores/<name>/` (and `clip_<name>_similarity_score`); "
+                      "default: the type")
     batch_size: int = Field(256, ge=1, description="rows per call of the scorer")
     num_gpus: float | Literal["auto"] = Field(
         "auto", description="GPUs per actor; auto = 1 for model scorers when the cluster has GPUs, else 0"

@@ -38,7 +38,7 @@ class ClipConfig(ScorerConfig):
     model: str = Field(..., description="open_clip architecture, hf-hub:org/repo, or a local model directory")
     pretrained: str | None = Field(None, description="with an architecture: tag, weights file, or 'random'")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
-    image_embeddings: bool = Field(False, description="write embeddings/<name>/ image_embedding (float16)")
+    image_embeddings: bool = Field(False, description="write `embeddings/<name>/` image_embedding (float16)")
     text_embeddings: bool = Field(False, description="also write text_embedding (float16)")
     cache_dir: str | None = Field(None, description="Hugging Face / open_clip cache; default: HF_HOME")
     batch_size: int = 256

@@ -37,8 +37,10 @@ class NsfwConfig(ScorerConfig):
     head: str | None = Field(None, description="image classifier checkpoint (LAION CLIP-based detector format)")
     text_head: str | None = Field(None, description="optional caption classifier over the CLIP text embedding")
     words: str | None = Field(None, description="word list file; default: curate/scorers/data/nsfw_words.txt")
-    unsafe_prompts: list[str] = Field(default_factory=lambda: list(UNSAFE_PROMPTS))
-    safe_prompts: list[str] = Field(default_factory=lambda: list(SAFE_PROMPTS))
+    unsafe_prompts: list[str] = Field(default_factory=lambda: list(UNSAFE_PROMPTS),
+                                      description="without a head: zero-shot prompts of unsafe images")
+    safe_prompts: list[str] = Field(default_factory=lambda: list(SAFE_PROMPTS),
+                                    description="without a head: zero-shot prompts of safe images")
     # A small MLP or one matmul over embeddings already computed: reserving a CPU for it would starve
     # the decode tasks on small machines.
     num_cpus: float = 0.0
