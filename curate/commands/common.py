@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from curate.errors import ConfigError
+
 M = TypeVar("M", bound=BaseModel)
 
 PoolOpt = Annotated[str, typer.Option("--pool", "-p", help="Pool directory or URL (s3://, gs://).")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Pipeline YAML; this command reads its own section.")
-]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option("--ray-address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: local Ray."),
@@ -26,10 +27,15 @@ def from_options(model: type[M], data: dict[str, Any], what: str) -> M:
     one ConfigError line, `what: key: problem (got …)`, not a traceback."""
     from pydantic import ValidationError
 
-    from curate.errors import ConfigError
-    from curate.yamlconf import format_validation_error
-
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, what, {}).replace("\n", "; ")) from None
+        raise options_error(exc, what) from None
+
+
+def options_error(exc: ValidationError, what: str) -> ConfigError:
+    """The one line a refused command-line value becomes."""
+    from curate.errors import ConfigError
+    from curate.yamlconf import format_validation_error
+
+    return ConfigError(format_validation_error(exc, what, {}).replace("\n", "; "))

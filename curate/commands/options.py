@@ -22,6 +22,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from curate.commands.common import options_error
 from curate.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -132,7 +133,9 @@ def description(model: type[BaseModel], key: str) -> str | None:
 
 def _help(model: type[BaseModel], key: str, info: FieldInfo, kind: str) -> str:
     text = description(model, key) or key.replace("_", " ")
-    text = text[0].upper() + text[1:]
+    first = text.split(" ", 1)[0]
+    if first.isalpha() and first.islower():  # not `img2dataset`, `jpg/webp` or a code span
+        text = text[0].upper() + text[1:]
     if kind == "list":
         text += " (repeatable; adds to the list)"
     elif kind == "mapping":
@@ -340,8 +343,6 @@ def assign(data: dict[str, Any], path: tuple[str | int, ...], value: Any, sectio
 def validate_options(model: type[M], data: dict[str, Any], section: str,
                      assigned: Iterable[tuple[tuple[str | int, ...], Any, str]] = ()) -> M:
     """Validate a section built from command-line options; problems become one ConfigError line."""
-    from curate.yamlconf import format_validation_error
-
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -358,7 +359,7 @@ def validate_options(model: type[M], data: dict[str, Any], section: str,
                     retried = True
         if retried:
             return validate_options(model, data, section)
-        raise ConfigError(format_validation_error(exc, f"{section} options", {}).replace("\n", "; ")) from None
+        raise options_error(exc, f"{section} options") from None
 
 
 def set_option_help(what: str) -> str:
