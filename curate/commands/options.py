@@ -178,7 +178,7 @@ def section_options(
         spec = SectionCommand(section=section, model=model, command=section, skipped=dict(skip))
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "section"]
-        taken = {n for p in own for n in _option_names(p.annotation)}
+        taken = {*CONFIG_FLAGS, SET_FLAG, *(n for p in own for n in _option_names(p.annotation))}
         generated: list[inspect.Parameter] = []
         for key, info in model.model_fields.items():
             if key in skip:
@@ -240,7 +240,9 @@ def section_options(
 def _option_names(annotation: Any) -> list[str]:
     names: list[str] = []
     for meta in getattr(annotation, "__metadata__", ()):
-        for decl in getattr(meta, "param_decls", ()) or ():
+        # Inside Annotated, typer keeps an option's first name where a default would go.
+        first = getattr(meta, "default", None)
+        for decl in [*([first] if isinstance(first, str) else []), *(getattr(meta, "param_decls", ()) or ())]:
             names.extend(part for part in str(decl).split("/") if part.startswith("-"))
     return names
 
