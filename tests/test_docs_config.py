@@ -13,15 +13,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+import typer
 import typer.main
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.commands.options import SECTION_COMMANDS, description, flag_kind
+from curate.commands.options import SECTION_COMMANDS, description, flag_kind, section_options
+from curate.config import ExportConfig
 from curate.docs_config import DOC, REGENERATE, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,3 +218,13 @@ def test_run_and_train_dfn_take_set(tmp_path, monkeypatch: pytest.MonkeyPatch):
     example = REPO / "curate" / "dfn" / "example_train.yaml"
     _invoke(["train-dfn", "--config", str(example), "--set", "train.lr=0.25", "--set", f"output_dir={tmp_path}"])
     assert got["dfn"].train.lr == 0.25 and got["dfn"].output_dir == str(tmp_path)
+
+
+def test_a_flag_is_written_once_in_the_model():
+    """--help shows the key's Field description and default; a key's flag may not shadow a command option."""
+    help_text = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
+    assert "Samples held in a seeded shuffle buffer per task; 0: keep order. [default: 0]" in help_text
+    with pytest.raises(ValueError, match=r"flag \['--seed'\] of key 'seed' is also a command option"):
+        @section_options(ExportConfig, "export-clash")
+        def clash(section: ExportConfig, seed: Annotated[int, typer.Option("--seed")] = 0) -> None:
+            """Never registered."""
