@@ -34,7 +34,7 @@ HEAVY = ("torch", "torchvision", "open_clip", "timm", "faiss", "matplotlib")
 
 
 def _requirements(group: str) -> list[Requirement]:
-    specs = PYPROJECT["dependencies"] if group == "runtime" else PYPROJECT["optional-dependencies"][group]
+    specs = PYPROJECT["dependencies"] if group == "runtime" else PYPROJECT["optional-dependencies"].get(group, [])
     return [Requirement(s) for s in specs]
 
 
