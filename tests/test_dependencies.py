@@ -197,6 +197,7 @@ print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 """
 
 
+@pytest.mark.slow
 def test_cpu_only_filter_and_balance_never_import_the_model_stack() -> None:
     """`curate filter` and `curate balance` run end to end (in-process executor) without loading torch,
     open_clip or faiss, so an install without the models and dedup extras runs them."""
@@ -223,6 +224,8 @@ main()
 """
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.fault("score", "the clip scorer without the models extra (open_clip not installed)",
                    "one line naming the extra to install, before any shard is scored")
 def test_missing_models_extra_is_one_line_naming_the_extra(tmp_path: Path) -> None:
