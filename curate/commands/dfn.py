@@ -94,8 +94,11 @@ def eval_dfn_command(
     from rich.console import Console
     from rich.table import Table
 
+    from curate.dfn import require_models
     from curate.dfn.config import PoolSubsetSource
     from curate.dfn.data import load_pairs, source_from_paths
+
+    require_models("eval-dfn")
     from curate.dfn.evaluate import evaluate_filter
 
     if bool(data) == bool(pool):

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from curate.dfn.config import DFNTrainConfig, load_dfn_config
+from curate.extras import require
 
 
 def train_dfn(config: DFNTrainConfig, *, local: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
     """Train (or resume) a DFN; returns the run summary. `local` forces one process without Ray."""
+    require_models("training a DFN")
     if config.scaling.backend == "ray" and not local:
         from curate.dfn.distributed import run_ray_training
 
@@ -23,4 +25,10 @@ def train_dfn(config: DFNTrainConfig, *, local: bool = False, stop_at_step: int 
     return run_training(config, stop_at_step=stop_at_step)
 
 
-__all__ = ["DFNTrainConfig", "load_dfn_config", "train_dfn"]
+def require_models(purpose: str) -> None:
+    """A ConfigError naming the `models` extra when torch or open_clip is not installed."""
+    for module in ("torch", "open_clip"):
+        require(module, "models", purpose)
+
+
+__all__ = ["DFNTrainConfig", "load_dfn_config", "require_models", "train_dfn"]

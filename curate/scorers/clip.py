@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from curate.extras import require
 from curate.scorers.base import (
     CAPTION,
     IMAGE_OK,
@@ -100,6 +101,11 @@ def _found_without_open_clip(model: str, pretrained: str | None) -> bool:
     return True
 
 
+def _require_models() -> None:
+    require("torch", "models", "the clip scorer")
+    require("open_clip", "models", "the clip scorer")
+
+
 def score_column(name: str) -> str:
     return f"clip_{name}_similarity_score"
 
@@ -116,11 +122,12 @@ class ClipScorer(Scorer):
 
     @cached_property
     def info(self):  # type: ignore[no-untyped-def]
-        from curate.models.loading import describe_model
-
         quick = quick_describe(self.cfg.model, self.cfg.pretrained)
         if quick is not None:
             return quick
+        _require_models()
+        from curate.models.loading import describe_model
+
         return describe_model(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
 
     def columns(self) -> list[str]:
@@ -142,6 +149,7 @@ class ClipScorer(Scorer):
         return dims
 
     def preflight(self) -> None:
+        _require_models()  # on the driver, before any actor would fail to import them
         from curate.models.loading import check_available
 
         if _found_without_open_clip(self.cfg.model, self.cfg.pretrained):
@@ -150,6 +158,7 @@ class ClipScorer(Scorer):
         check_available(self.cfg.model, self.cfg.pretrained, cache_dir=self.cfg.cache_dir)
 
     def setup(self) -> None:
+        _require_models()
         import torch
 
         from curate.models.loading import load_clip

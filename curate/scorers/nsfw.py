@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate.errors import ConfigError, ModelNotFoundError
+from curate.extras import require
 from curate.scorers.base import CAPTION, IMAGE_OK, Batch, Scorer, ScorerConfig, embedding_column, register
 
 DEFAULT_WORDS = Path(__file__).parent / "data" / "nsfw_words.txt"
@@ -74,6 +75,7 @@ class MlpHead:
         if not p.is_file():
             raise ModelNotFoundError(f"NSFW classifier {p} not found; put the checkpoint there or unset `head`")
         if p.suffix == ".safetensors":
+            require("safetensors", "models", "the nsfw scorer's .safetensors head")
             from safetensors.torch import load_file
 
             state: dict[str, Any] = load_file(str(p))
@@ -127,12 +129,19 @@ class NsfwScorer(Scorer):
     def requires(self) -> list[str]:
         return [self.cfg.clip]
 
+    def _require_models(self) -> None:
+        require("torch", "models", "the nsfw scorer")
+        if not self.cfg.head:  # zero-shot: the clip scorer's model embeds the prompts
+            require("open_clip", "models", "the nsfw scorer")
+
     def preflight(self) -> None:
+        self._require_models()
         for label, path in (("head", self.cfg.head), ("text_head", self.cfg.text_head), ("words", self.cfg.words)):
             if path and not Path(path).expanduser().is_file():
                 raise ModelNotFoundError(f"nsfw scorer {self.name!r}: {label} file {path} not found")
 
     def setup(self) -> None:
+        self._require_models()
         self._pattern = words_pattern(load_words(self.cfg.words))
         self._head = MlpHead(self.cfg.head) if self.cfg.head else None
         self._text_head = MlpHead(self.cfg.text_head) if self.cfg.text_head else None

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 
 from curate.config import DecontaminateDedup
 from curate.errors import ConfigError
+from curate.extras import require
 from curate.pool import Pool
 from curate.runner import run_stage
 from curate.stages.dedup.common import (
@@ -34,7 +34,7 @@ from curate.stages.dedup.eval_images import embed_eval_images
 
 def nearest_eval(pool_emb: np.ndarray, eval_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best cosine and index of the nearest evaluation image for each (normalised) pool embedding."""
-    index = faiss.IndexFlatIP(eval_emb.shape[1])
+    index = require("faiss", "dedup", "decontamination").IndexFlatIP(eval_emb.shape[1])
     index.add(np.ascontiguousarray(eval_emb, dtype=np.float32))
     sims, ids = index.search(np.ascontiguousarray(pool_emb, dtype=np.float32), 1)
     return sims[:, 0], ids[:, 0].astype(np.int64)
@@ -61,6 +61,7 @@ def contamination_shard(pool: Pool, shard_id: str, payload: None, settings: dict
 def decontaminate(pool: Pool, method: DecontaminateDedup, *, ray_address: str | None = None, rerun: bool = False,
                   quiet: bool = False, eval_embeddings: tuple[list[str], np.ndarray] | None = None) -> MethodResult:
     """`eval_embeddings` (names, vectors) skips embedding the eval images; for callers that have them."""
+    require("faiss", "dedup", "decontamination")  # before the eval images are embedded, not in a Ray task
     name = method.output_name
     shards = shard_ids(pool)
     embeddings_dir = f"embeddings/{method.embeddings}"

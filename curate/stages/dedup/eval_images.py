@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from curate.errors import ConfigError
+from curate.extras import require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -44,6 +45,8 @@ def iter_eval_images(source: str) -> Iterator[tuple[str, bytes]]:
 def embed_eval_images(source: str, model: str, pretrained: str | None, *, device: str = "cpu",
                       precision: str = "fp32", batch_size: int = 64) -> tuple[list[str], np.ndarray, dict[str, int]]:
     """Names, (n, D) L2-normalised float32 embeddings, and counts of images that could not be decoded."""
+    require("torch", "models", "decontamination (embedding the eval images)")
+    require("open_clip", "models", "decontamination (embedding the eval images)")
     import torch
 
     from curate.models.loading import load_clip

@@ -10,7 +10,6 @@ copies (re-encoded, then resized, then cropped) lands in one group.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curate.config import PerceptualDedup
+from curate.extras import require
 from curate.pool import Pool
 from curate.stages.dedup.common import (
     MethodResult,
@@ -47,7 +47,7 @@ def hamming_pairs(phash: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
     chunks = max_distance + 1
-    index = faiss.IndexBinaryMultiHash(64, chunks, 64 // chunks)
+    index = require("faiss", "dedup", "perceptual dedup").IndexBinaryMultiHash(64, chunks, 64 // chunks)
     index.add(codes)
     rows, cols, dists = [], [], []
     for start in range(0, n, QUERY_BATCH):

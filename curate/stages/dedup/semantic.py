@@ -19,13 +19,13 @@ import json
 import posixpath
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import SemanticDedup
 from curate.errors import ConfigError
+from curate.extras import require
 from curate.pool import Pool
 from curate.runner import run_stage
 from curate.stages.dedup.common import (
@@ -46,7 +46,12 @@ from curate.stages.dedup.embeddings import embedding_array, embedding_matrix
 BLOCK = 2048  # rows per similarity block: bounds memory to BLOCK x cluster size floats
 
 
+def _faiss() -> Any:
+    return require("faiss", "dedup", "semantic dedup")
+
+
 def use_gpu(setting: str) -> bool:
+    faiss = _faiss()
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if setting == "yes" and gpus == 0:
         raise ConfigError("semantic dedup: use_gpu: yes, but faiss sees no GPU (install faiss-gpu)")
@@ -55,7 +60,7 @@ def use_gpu(setting: str) -> bool:
 
 def fit_centroids(sample: np.ndarray, n_clusters: int, niter: int, seed: int, gpu: bool) -> np.ndarray:
     """Spherical k-means centroids (unit vectors) of a normalised float32 sample."""
-    kmeans = faiss.Kmeans(sample.shape[1], n_clusters, niter=niter, spherical=True, seed=seed, gpu=gpu,
+    kmeans = _faiss().Kmeans(sample.shape[1], n_clusters, niter=niter, spherical=True, seed=seed, gpu=gpu,
                           verbose=False, max_points_per_centroid=max(256, len(sample)))
     kmeans.train(sample)
     return np.asarray(kmeans.centroids, dtype=np.float32)
@@ -97,7 +102,7 @@ def assign_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, A
     table = pool.read_parquet(f"{settings['embeddings_dir']}/{shard_id}.parquet", columns=["uid", settings["column"]])
     emb = embedding_matrix(table[settings["column"]])
     centroids = np.asarray(settings["centroids"], dtype=np.float32)
-    index = faiss.IndexFlatIP(centroids.shape[1])
+    index = _faiss().IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     sims, ids = index.search(emb, 1)
     cluster = ids[:, 0].astype(np.int64)
@@ -185,6 +190,7 @@ def draw_sample(pool: Pool, embeddings_dir: str, column: str, shards: list[str],
 
 def semantic_dedup(pool: Pool, method: SemanticDedup, *, ray_address: str | None = None, rerun: bool = False,
                    quiet: bool = False) -> MethodResult:
+    _faiss()  # here, not first in a Ray task
     name = method.output_name
     shards = shard_ids(pool)
     embeddings_dir = f"embeddings/{method.embeddings}"

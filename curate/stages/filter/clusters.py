@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import ConfigError
+from curate.extras import require
 from curate.stages.dedup.embeddings import embedding_matrix
 
 BLOCK_FLOATS = 1 << 25  # rows x centroids per similarity block: 128 MiB of float32
@@ -67,7 +68,7 @@ def target_clusters(reference: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def train_kmeans(embeddings: np.ndarray, clusters: int, niter: int = 20, seed: int = 0,
                  gpu: bool = False) -> np.ndarray:
     """DataComp's train_kmeans: faiss.Clustering with a flat L2 index, every point used."""
-    import faiss
+    faiss = require("faiss", "dedup", "image_clusters (k-means)")
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     d = x.shape[1]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curate.errors import ConfigError
+from curate.extras import require
 from curate.pool import Pool
 from curate.stages.filter import clusters as cl
 from curate.stages.filter.columns import load_shard_columns
@@ -133,6 +134,7 @@ def load_resources(spec: FilterSpec, ctx: EvalContext,
             digest = f"{digest}-{args.clusters}-{args.niter}-{args.seed}"
             centroids = cached(k, digest)
             if centroids is None:
+                require("faiss", "dedup", "image_clusters (k-means)")
                 from curate.stages.dedup.semantic import use_gpu
 
                 centroids = cl.train_kmeans(points, args.clusters, args.niter, args.seed, gpu=use_gpu("auto"))
