@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate import layout
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
@@ -52,7 +53,7 @@ def build_pool(root, captions: list[str], n_shards: int, langs: list[str] | None
         if langs is not None:
             pool.write_parquet(f"scores/language/{sid}.parquet", pa.table(
                 {"uid": uids[lo:hi], "lang": langs[lo:hi], "lang_score": [0.9] * (hi - lo)}))
-        pool.mark_done("download", sid, {"samples": hi - lo})
+        pool.write_json(layout.download_marker(sid), {"samples": hi - lo})
     return pool
 
 

@@ -53,7 +53,7 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
     own task later, not the whole stage here."""
     shards = population_ids(pool)
     if not shards:
-        raise PoolError(f"{pool.url}: no finished download shards (_done/download/ is empty); run download first")
+        raise PoolError(f"{pool.url}: no finished download shards (_done/download/fetch/ is empty); run download first")
     if shard_id is not None:
         return _catalog_of(pool, shard_id)
     first_error: PoolError | None = None
