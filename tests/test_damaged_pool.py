@@ -146,7 +146,7 @@ def test_non_hex_candidate_uids_fail_their_shard(tmp_path: Path) -> None:
     assert result.exception.failed.keys() == {"00000001"}
     reason = result.exception.failed["00000001"]
     assert "candidates/part-00001.parquet" in reason and "not 32 lowercase hex" in reason
-    assert pool.is_done("download", "00000000") and not pool.exists("shards/00000001.parquet")
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists("shards/00000001.parquet")
 
 
 @pytest.mark.fault("download", "its own completion marker garbage, or present for a shard whose tar is gone "

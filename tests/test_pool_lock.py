@@ -80,7 +80,7 @@ def test_second_run_is_refused_while_the_holder_lives(tmp_path: Path, live_proce
     result = CliRunner().invoke(app, [*DOWNLOAD, "--pool", pool.url])
     assert result.exit_code == 0, (result.exception, result.output)
     assert "taking over the lock" in result.output and f"process {live_process.pid}" in result.output
-    assert pool.is_done("download", "00000000") and not pool.exists(LOCK)
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists(LOCK)
 
 
 @pytest.mark.fault("download", "a lock held by a run on another host whose heartbeat is fresh",
@@ -111,7 +111,7 @@ def test_stale_lock_is_taken_over(case: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*DOWNLOAD, "--pool", pool.url])
     assert result.exit_code == 0, (result.exception, result.output)
     assert "taking over the lock" in result.output
-    assert pool.is_done("download", "00000000") and not pool.exists(LOCK)
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists(LOCK)
 
 
 @pytest.mark.fault("pool", "a stage that returns normally or raises", "its lock is released either way")
