@@ -46,6 +46,8 @@ TABLES: dict[str, str] = {
     "candidates": f"{CANDIDATES}/part-*.parquet",
     "metadata": f"{METADATA}/*.parquet",
     "shards": f"{SHARDS}/<shard>.tar|.parquet",
+    # The rows filter and balance read: download shards, or imported metadata rows.
+    "population": f"{SHARDS}/<shard>.parquet or {METADATA}/*.parquet",
     "scores": f"{SCORES}/<scorer>/<shard>.parquet",
     "embeddings": f"{EMBEDDINGS}/<scorer>/<shard>.parquet",
     "dedup": f"{DEDUP}/<method>.parquet",

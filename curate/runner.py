@@ -323,13 +323,15 @@ def finished_shards(ctx: StageContext, p: Pass, pass_fp: str | None) -> dict[str
     if p.outputs is not None:
         wanted = {sid: p.outputs(sid, p.shards[sid], done[sid]) for sid in done if sid in p.shards and sid not in stale}
         present: dict[str, set[str]] = {}
-        for rel in {posixpath.dirname(r) for rels in wanted.values() for r in rels}:
+        for rel in {posixpath.dirname(r) for rels in wanted.values() for r in rels if not _outside(r)}:
             present[rel] = set(pool.listdir(rel))  # one listing per directory, not one request per file
         for sid, rels in wanted.items():
-            missing = [r for r in rels if posixpath.basename(r) not in present[posixpath.dirname(r)]]
+            missing = [r for r in rels if (not _exists_outside(r) if _outside(r)
+                                           else posixpath.basename(r) not in present[posixpath.dirname(r)])]
             if missing:
+                shown = missing[0] if _outside(missing[0]) else pool.uri(missing[0])
                 redo[sid] = (f"{pool.uri(layout.marker(ctx.key, p.name, sid))} marks shard {sid} done but "
-                             f"{pool.uri(missing[0])} is missing; redoing the shard")
+                             f"{shown} is missing; redoing the shard")
     for sid, why in sorted(redo.items()):
         done.pop(sid, None)
         pool.remove(layout.marker(ctx.key, p.name, sid))
@@ -340,6 +342,17 @@ def finished_shards(ctx: StageContext, p: Pass, pass_fp: str | None) -> dict[str
             pool.remove(layout.marker(ctx.key, p.name, sid))
         ctx.say(f"{p.name}: {len(stale)} finished shard(s) were made from other inputs or config; redoing them")
     return {sid: {k: v for k, v in st.items() if k != FINGERPRINT_KEY} for sid, st in done.items() if sid in p.shards}
+
+
+def _outside(path: str) -> bool:
+    return path.startswith("/") or "://" in path
+
+
+def _exists_outside(path: str) -> bool:
+    import fsspec
+
+    fs, where = fsspec.core.url_to_fs(path)
+    return bool(fs.exists(where))
 
 
 def run_pass(ctx: StageContext, p: Pass, *, check: bool = True) -> PassResult:
@@ -370,7 +383,7 @@ def run_pass(ctx: StageContext, p: Pass, *, check: bool = True) -> PassResult:
     if todo:
         task = _MarkedShard(p.fn, label, markers)
         _execute(ctx, p.resources, task, {sid: (payload, fingerprints[sid]) for sid, payload in todo.items()},
-                 p.settings, finished)
+                 p.settings, finished, in_driver=p.in_driver)
     else:
         ctx.say(f"{p.name}: all {len(p.shards)} shards already done; nothing to run")
     done = {sid: st for sid, st in ctx.pool.read_marker_dir(markers)[0].items() if sid in p.shards}
@@ -448,10 +461,11 @@ def _call(task: Any, pool: Pool, sid: str, payload: Any, fingerprint: str | None
 
 
 def _execute(ctx: StageContext, res: Resources, task: Any, todo: Mapping[str, tuple[Any, str | None]],
-             settings: Any, finished: Callable[[str, Any], None]) -> None:
-    """Every shard of `todo` through `task`, in this process or as Ray tasks, with retries;
-    `finished(shard, result or exception)` is called on the driver as each one ends."""
-    if os.environ.get("CURATE_EXECUTOR") == "local":
+             settings: Any, finished: Callable[[str, Any], None], in_driver: bool = False) -> None:
+    """Every shard of `todo` through `task`, in this process (CURATE_EXECUTOR=local, or `in_driver`)
+    or as Ray tasks, with retries; `finished(shard, result or exception)` is called on the driver as
+    each one ends."""
+    if in_driver or os.environ.get("CURATE_EXECUTOR") == "local":
         for sid, (payload, fp) in todo.items():
             for attempt in range(res.max_retries + 1):
                 try:

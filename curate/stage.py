@@ -72,11 +72,15 @@ class Pass:
     fingerprint: Any = None
     # One shard's own inputs (its input file's size, say): a change redoes that shard only.
     shard_inputs: Callable[[str, Any], Any] | None = None
-    # The pool files a finished shard has: a marked shard missing one (a phantom) runs again.
+    # The files a finished shard has: a marked shard missing one (a phantom) runs again. Pool-relative
+    # paths, or absolute paths/URLs for outputs outside the pool (a trained model's directory).
     outputs: OutputsFn | None = None
     resources: Resources = field(default_factory=Resources)
     # Which stats key the end-of-pass summary table shows.
     counts_key: str = "counts"
+    # Run the shards in the driver process whatever the executor: for work that schedules its own
+    # parallelism (DFN training starts Ray Train or torch workers itself).
+    in_driver: bool = False
 
 
 @dataclass

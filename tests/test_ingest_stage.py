@@ -33,11 +33,6 @@ def _wat(path: Path, site: str, n: int = 3) -> Path:
 
 
 @pytest.fixture
-def local_executor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
-
-
-@pytest.fixture
 def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path / "www"
     root.mkdir()

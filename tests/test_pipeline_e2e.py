@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from curate import layout
 from curate.demo.web import build_demo_web
 from curate.stages.ingest.watgen import write_wat
 from curate.testing_http import Route, serve_routes

@@ -32,7 +32,7 @@ class Download(Stage):
     name = layout.DOWNLOAD_STAGE
     config_class = DownloadConfig
     reads = ("candidates",)
-    writes = ("shards",)
+    writes = ("shards", "population")
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         config: DownloadConfig = ctx.config
