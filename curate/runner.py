@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate import layout
-from curate.errors import StageFailed
+from curate.errors import CurateError, StageFailed
 from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
 from curate.stage import Pass, PassReport, PassResult, Resources, Stage, StageContext, StageReport, fingerprint_of
@@ -411,12 +411,16 @@ def gather(ctx: StageContext, p: Pass, what: str | None = None) -> list[Any]:
     label = f"{ctx.key}/{what or p.name}"
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    user_errors: dict[str, CurateError] = {}  # bad input: re-raised as is, one line naming the file
     started = time.time()
     total = len(p.shards)
 
     def finished(sid: str, outcome: Any) -> None:
         if isinstance(outcome, BaseException):
             errors[sid] = _short_error(outcome)
+            cause = getattr(outcome, "cause", None) or outcome
+            if isinstance(cause, CurateError):
+                user_errors.setdefault(sid, cause)
             return
         results[sid] = outcome
         n = len(results)
@@ -425,6 +429,8 @@ def gather(ctx: StageContext, p: Pass, what: str | None = None) -> list[Any]:
 
     _execute(ctx, p.resources, _PlainShard(p.fn), {sid: (payload, None) for sid, payload in p.shards.items()},
              p.settings, finished)
+    if user_errors:
+        raise user_errors[min(user_errors)]
     if errors:
         raise StageFailed(label, errors)
     return [results[sid] for sid in p.shards]
