@@ -57,8 +57,7 @@ from curate.stages.filter.resources import (
     load_resources,
 )
 from curate.stages.filter.spec import FilterSpec, SourceMap, load_spec
-from curate.stages.filter.uidkeys import sorted_uids_and_npy
-from curate.uid import uids_to_npy_array
+from curate.uid import sorted_uids_and_npy, uids_to_npy_array
 
 if TYPE_CHECKING:  # shard tasks unpickle this package; curate.config would cost each Ray worker seconds of imports
     from curate.config import FilterConfig

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.population import is_metadata_part, population_ids, population_rel, read_rows
-from curate.stages.filter.uidkeys import all_unique
+from curate.uid import all_unique
 
 # Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
 SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")

@@ -43,6 +43,7 @@ from curate.progress import console
 from curate.shards import list_shards
 from curate.stage import Pass, Resources, Stage, StageContext
 from curate.stages.dedup.embeddings import embedding_array
+from curate.uid import uid_halves
 
 __all__ = ["ImportSettings", "run"]
 
@@ -208,34 +209,6 @@ def _describe(shapes: dict[str, int]) -> str:
 
 # ------------------------------------------------------------------------------- uids
 
-_HEX = np.full(256, 255, np.uint8)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-
-
-def uid_halves(uids: pa.Array, shown: str, first_row: int) -> np.ndarray:
-    """(n, 2) big-endian uint64 halves of 32-lowercase-hex uids, vectorised; a bad one is named."""
-    if uids.null_count:
-        row = first_row + int(np.flatnonzero(uids.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ConfigError(f"{shown}: row {row}: uid is null")
-    uids = uids.cast(pa.large_string()) if not pa.types.is_large_string(uids.type) else uids
-    offsets = np.frombuffer(uids.buffers()[1], np.int64)[uids.offset: uids.offset + len(uids) + 1]
-    lengths = np.diff(offsets)
-    bad = np.flatnonzero(lengths != 32)
-    if bad.size == 0 and len(uids):
-        chars = np.frombuffer(uids.buffers()[2], np.uint8)[offsets[0]: offsets[-1]].reshape(-1, 32)
-        nibbles = _HEX[chars]
-        bad = np.flatnonzero((nibbles == 255).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
-        raise ConfigError(f"{shown}: row {first_row + row}: uid {uids[row].as_py()!r} is not 32 lowercase hex "
-                          "characters (DataComp's and curate's uid format)")
-    if not len(uids):
-        return np.empty((0, 2), ">u8")
-    packed = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
-    return np.ascontiguousarray(packed).view(">u8").reshape(-1, 2)
-
-
 def check_uids(files: list[_Input], scratch: str, batch_rows: int) -> int:
     """Pass 2: validate every uid and find any repeat, in bounded memory; returns the row count."""
     nbuckets = 1 << BUCKET_BITS
@@ -245,7 +218,7 @@ def check_uids(files: list[_Input], scratch: str, batch_rows: int) -> int:
         for index, inp in enumerate(files):
             row = 0
             for batch in _batches(inp, ["uid"], batch_rows):
-                halves = uid_halves(batch.column(0), inp.url, row)
+                halves = uid_halves(batch.column(0), inp.url, row, ConfigError)
                 rec = np.empty(len(halves), RECORD)
                 rec["hi"], rec["lo"], rec["file"] = halves[:, 0], halves[:, 1], index
                 bucket = (halves[:, 0].astype(np.uint64) >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
@@ -532,7 +505,7 @@ def _members(uids: pa.Array, keys: np.ndarray, shown: str) -> np.ndarray:
     """Which uids are among the sorted keys: a binary search, 16 bytes a subset uid in memory."""
     if not len(keys) or not len(uids):
         return np.zeros(len(uids), bool)
-    mine = np.ascontiguousarray(uid_halves(uids, shown, 0)).view("S16").reshape(-1)
+    mine = np.ascontiguousarray(uid_halves(uids, shown, 0, ConfigError)).view("S16").reshape(-1)
     pos = np.minimum(np.searchsorted(keys, mine), len(keys) - 1)
     return keys[pos] == mine
 
