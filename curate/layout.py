@@ -134,6 +134,10 @@ def subset_spec(name: str) -> str:
     return f"{SUBSETS}/{name}/spec.json"
 
 
+def subset_parts(name: str) -> str:
+    return f"{SUBSETS}/{name}/parts"
+
+
 def subset_part(name: str, shard_id: str) -> str:
     return f"{SUBSETS}/{name}/parts/{shard_id}.parquet"
 
@@ -164,12 +168,31 @@ def balanced_report(name: str) -> str:
     return f"{BALANCED}/{name}/report.json"
 
 
+def balanced_samples_dir(name: str) -> str:
+    return f"{BALANCED}/{name}/samples"
+
+
 def balanced_samples(name: str, shard_id: str) -> str:
     return f"{BALANCED}/{name}/samples/{shard_id}.parquet"
 
 
 def balanced_work(name: str) -> str:
     return f"{BALANCED}/{name}/_work"
+
+
+def balanced_matches(name: str, shard_id: str) -> str:
+    """Pass match's per-shard inverted index (uid → entry ids), read by pass sample."""
+    return f"{BALANCED}/{name}/_work/matches/{shard_id}.parquet"
+
+
+def balanced_counts(name: str, shard_id: str) -> str:
+    """Pass match's sparse per-shard entry counts, summed into c_e by the driver."""
+    return f"{BALANCED}/{name}/_work/counts/{shard_id}.parquet"
+
+
+def balanced_entry_stats(name: str, shard_id: str) -> str:
+    """Pass sample's sparse per-shard expected and actual counts per entry."""
+    return f"{BALANCED}/{name}/_work/entry_stats/{shard_id}.parquet"
 
 
 # ---------------------------------------------------------------- export
