@@ -57,11 +57,6 @@ def build_pool(root, captions: list[str], n_shards: int, langs: list[str] | None
     return pool
 
 
-@pytest.fixture
-def local_executor(monkeypatch):
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
-
-
 def _metadata(tmp_path, entries=ENTRIES) -> str:
     path = tmp_path / "metadata.txt"
     path.write_text("\n".join(entries) + "\n")
@@ -194,6 +189,11 @@ def test_subset_keep_unmatched_resume_and_reseed(tmp_path, local_executor) -> No
     assert _ran(pool.read_report("balance/b1")) == _ran(reseeded)
     assert set(pool.read_parquet("balanced/b1/uids.parquet")["uid"].to_pylist()) != kept
     assert reseeded["expected_kept"] == pytest.approx(first["expected_kept"])
+
+
+def test_requires_the_subset_it_balances() -> None:
+    assert balance.Balance().requires(BalanceConfig()) == ("population",)
+    assert balance.Balance().requires(BalanceConfig(subset="subsets/x")) == ("population", "subsets")
 
 
 def _ran(report: dict) -> dict[str, tuple[int, int]]:

@@ -16,7 +16,7 @@ from curate import layout
 from curate.cli import app
 from curate.config import FilterConfig
 from curate.pool import Pool
-from curate.stages.filter import APPLY_PASS, run
+from curate.stages.filter import APPLY_PASS, Filter, run
 from curate.testing_pool import make_score_pool
 from curate.uid import npy_array_to_uids
 
@@ -130,8 +130,7 @@ def _kept(pool: Pool, name: str) -> set[str]:
 @pytest.mark.fault("filter", "a dedup table or a score that a cut-off ranks changed since the subset was built "
                    "(same spec)", "every shard of the apply pass is redone (its fingerprint changed); an unchanged "
                    "rerun skips every shard")
-def test_changed_dedup_table_or_cutoff_redoes_every_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+def test_changed_dedup_table_or_cutoff_redoes_every_shard(tmp_path: Path, local_executor: None) -> None:
     pool = Pool(str(tmp_path / "pool"))
     make_score_pool(pool, n_shards=3, rows_per_shard=80, seed=5)
     spec = tmp_path / "s.yaml"
@@ -168,6 +167,20 @@ def test_changed_dedup_table_or_cutoff_redoes_every_shard(tmp_path: Path, monkey
     moved_cut = run(pool, config, quiet=True)
     assert moved_cut["cutoffs"][0]["threshold"] != first["cutoffs"][0]["threshold"]
     assert moved_cut["passes"][APPLY_PASS]["shards_run_now"] == 3
+
+
+def test_requires_what_the_spec_reads(tmp_path: Path) -> None:
+    """`curate run` checks these before any work: dedup tables and embeddings only when the spec uses them."""
+    stage = Filter()
+    assert stage.requires(FilterConfig(spec=str(FILTERS / "clip_b32_threshold.yaml"))) == ("population",)
+    assert stage.requires(FilterConfig(spec=str(FILTERS / "datacomp_basic_dedup_clip30.yaml"))) == ("population",
+                                                                                                   "dedup")
+    spec = tmp_path / "k.yaml"
+    spec.write_text("name: k\nconditions:\n  - {not: {image_clusters: {embeddings: l14, reference: r.npy, "
+                    "clusters: 4}}}\n")
+    assert stage.requires(FilterConfig(spec=str(spec))) == ("population", "embeddings")
+    assert stage.key(FilterConfig(spec=str(spec))) == "filter/k"
+    assert stage.key(FilterConfig(spec=str(spec), name="other")) == "filter/other"
 
 
 @pytest.mark.ray

@@ -140,16 +140,16 @@ class Balance(Stage):
 
     name = STAGE
     config_class = BalanceConfig
-    # Captions come from shards/ or, on an imported pool, metadata/; per-language metadata routes them
-    # by scores/<language_scorer>/ (checked before any work).
-    reads = ("shards", "metadata", "scores", "subsets")
+    # Captions come from shards/ or, on an imported pool, metadata/ (the population); per-language
+    # metadata routes them by scores/<language_scorer>/ (checked before any work: _check_inputs).
+    reads = ("population", "scores", "subsets")
     writes = ("balanced",)
 
     def key(self, config: BalanceConfig) -> str:
         return layout.stage_key(self.name, config.name)
 
     def requires(self, config: BalanceConfig) -> tuple[str, ...]:
-        return ("subsets",) if config.subset else ()
+        return ("population", "subsets") if config.subset else ("population",)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         config: BalanceConfig = ctx.config

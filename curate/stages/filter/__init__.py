@@ -57,7 +57,7 @@ from curate.stages.filter.resources import (
     gather_embeddings_shard,
     load_resources,
 )
-from curate.stages.filter.spec import FilterSpec, SourceMap, load_spec
+from curate.stages.filter.spec import ClusterCondition, FilterSpec, SourceMap, iter_conditions, load_spec
 from curate.uid import sorted_uids_and_npy, uids_to_npy_array
 
 STAGE = "filter"
@@ -195,16 +195,24 @@ class Filter(Stage):
 
     name = STAGE
     config_class = FilterConfig
-    # Rows come from shards/ or, on an imported pool, metadata/; the spec decides which other tables
-    # (`prepare` checks them against the pool before any work).
-    reads = ("shards", "metadata", "scores", "embeddings", "dedup")
+    # Rows come from shards/ or, on an imported pool, metadata/ (the population); the spec decides
+    # which other tables (`prepare` checks its columns against the pool before any work).
+    reads = ("population", "scores", "embeddings", "dedup")
     writes = ("subsets",)
 
     def key(self, config: FilterConfig) -> str:
         return layout.stage_key(self.name, _subset_name(config))
 
     def requires(self, config: FilterConfig) -> tuple[str, ...]:
-        return ()
+        if not config.spec:
+            return ("population",)
+        spec, _ = load_spec(config.spec)
+        needs = ["population"]
+        if dedup_methods(spec):
+            needs.append("dedup")
+        if any(isinstance(c, ClusterCondition) for c in iter_conditions(spec.conditions)):
+            needs.append("embeddings")
+        return tuple(needs)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         config: FilterConfig = ctx.config
