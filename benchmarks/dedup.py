@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 
+from curate import layout
 from curate.config import DedupConfig
 from curate.pool import Pool
 from curate.shards import shard_name
@@ -76,7 +77,7 @@ def write_pool(root: str, size: int, shards: int, seed: int) -> Pool:
         sid = shard_name(s)
         pool.write_parquet(f"embeddings/bench/{sid}.parquet",
                            pa.table({"uid": uids, "image_embedding": embedding_array(vec)}))
-        pool.mark_done("download", sid, {"samples": n})
+        pool.write_json(layout.download_marker(sid), {"samples": n})
     return pool
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import webdataset as wds
 
+from curate import layout
 from curate.config import ExportConfig, StatsConfig
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
@@ -51,7 +52,7 @@ def build_pool(root: Path, size: int, shards: int, image_size: int, keep: float,
             uids.append(uid)
             scores.append(float(rng.random()))
         writer.close({"count": per})
-        pool.mark_done("download", sid, {"samples": per})
+        pool.write_json(layout.download_marker(sid), {"samples": per})
         pool.write_parquet(f"scores/clip_b32/{sid}.parquet",
                            pa.table({"uid": uids, "clip_b32_similarity_score": pa.array(scores, pa.float32())}))
         subset += [u for u, sc in zip(uids, scores, strict=True) if sc < keep]

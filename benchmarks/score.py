@@ -42,6 +42,7 @@ import numpy as np
 
 
 def write_shards(root: str, size: int, per_shard: int, image_px: int) -> list[str]:
+    from curate import layout
     from curate.pool import Pool
     from curate.shards import SampleRow, ShardWriter, shard_name
     from curate.synthetic import encode, make_samples
@@ -59,7 +60,7 @@ def write_shards(root: str, size: int, per_shard: int, image_px: int) -> list[st
             writer.add(SampleRow(key=f"{i:09d}", uid=make_uid(url, sample.caption), url=url, caption=sample.caption,
                                  status="success", width=image_px, height=image_px, image=encode(sample.image)))
         writer.close({})
-        pool.mark_done("download", sid, {})
+        pool.write_json(layout.download_marker(sid), {})
         ids.append(sid)
     return ids
 

@@ -17,11 +17,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from curate import layout
 from curate.config import PipelineConfig
 from curate.errors import ConfigError, CurateError, PoolError
 from curate.pool import Pool
 from curate.poollock import StageLock
 from curate.progress import console
+from curate.stage import Stage
 from curate.yamlconf import parse_yaml, yaml_error_line
 
 STAGES: tuple[str, ...] = (
@@ -30,7 +32,7 @@ STAGES: tuple[str, ...] = (
 STAGE_MODULES = {stage: f"curate.stages.{stage}" for stage in STAGES}
 STAGE_MODULES["stats"] = "curate.stats"
 STAGE_MODULES["train_dfn"] = "curate.dfn.stage"
-PIPELINE_FILE = "pipeline.yaml"
+PIPELINE_FILE = layout.PIPELINE_FILE
 
 
 def section_hash(section: BaseModel | None) -> str | None:
@@ -116,6 +118,46 @@ def stage_runner(stage: str) -> Callable[..., Any]:
     return module.run
 
 
+def stage_class(stage: str) -> type[Stage]:
+    """The Stage subclass a stage's package defines (the one whose `name` is `stage`)."""
+    module = importlib.import_module(STAGE_MODULES[stage])
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Stage) and getattr(value, "name", None) == stage:
+            return value
+    raise TypeError(f"{STAGE_MODULES[stage]} defines no Stage subclass named {stage!r}")
+
+
+def tables_in_pool(pool: Pool) -> set[str]:
+    """The pool tables (curate.layout.TABLES) that already hold something."""
+    def has(rel: str, suffix: str = "") -> bool:
+        return any(n.endswith(suffix) for n in pool.listdir(rel))
+
+    present = {name for name, rel in (("candidates", layout.CANDIDATES), ("scores", layout.SCORES),
+                                      ("embeddings", layout.EMBEDDINGS), ("dedup", layout.DEDUP),
+                                      ("subsets", layout.SUBSETS), ("balanced", layout.BALANCED),
+                                      ("exports", layout.EXPORTS)) if has(rel)}
+    if pool.marker_ids(layout.DOWNLOAD_MARKERS):
+        present |= {"shards", "population"}
+    if pool.exists(layout.IMPORT_MANIFEST):
+        present |= {"metadata", "population"}
+    return present
+
+
+def check_chain(pool: Pool, cfg: PipelineConfig, stages: list[str]) -> None:
+    """Before any work: every table a selected stage needs is in the pool or written by a stage before it."""
+    available = tables_in_pool(pool)
+    for stage in stages:
+        cls = stage_class(stage)
+        missing = [t for t in cls().requires(getattr(cfg, stage)) if t not in available]
+        if missing:
+            writers = [s for s in STAGES if any(t in stage_class(s).writes for t in missing)] if missing else []
+            raise ConfigError(
+                f"stage {stage} reads {', '.join(missing)} ({', '.join(layout.TABLES[t] for t in missing)}), "
+                f"which {pool.url} does not hold and no earlier stage of this run writes; "
+                f"add {' or '.join(writers) or 'the stage that writes it'} to the run (or its --from range)")
+        available |= set(cls.writes)
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -129,6 +171,7 @@ def run_pipeline(
     stages = select_stages(cfg, start, stop)
     if not stages:
         raise ConfigError("no configured stage in the selected range")
+    check_chain(pool, cfg, stages)
     changed = check_changed_stages(pool, cfg, stages)
     if changed and not redo_changed:
         raise CurateError(

@@ -186,17 +186,24 @@ class Pool:
 
     def marked_shards(self, stage: str) -> list[str]:
         """Ids of every shard with a marker file, readable or not (names only: one listing), sorted."""
-        return [name[: -len(".json")] for name in self.listdir("_done", stage) if name.endswith(".json")]
+        return self.marker_ids(f"_done/{stage}")
 
     def read_markers(self, stage: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        """(stats by shard id, {shard id: why its marker is unusable}) of a stage's markers.
+        return self.read_marker_dir(f"_done/{stage}")
+
+    def marker_ids(self, rel_dir: str) -> list[str]:
+        """Ids of every marker file in a markers directory, readable or not (one listing), sorted."""
+        return [name[: -len(".json")] for name in self.listdir(rel_dir) if name.endswith(".json")]
+
+    def read_marker_dir(self, rel_dir: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(stats by shard id, {shard id: why its marker is unusable}) of a markers directory.
 
         A marker that is not a JSON object (garbage, truncated by a full disk, edited by hand) does
         not count as done: the stage's next run redoes that shard rather than failing on it."""
         good: dict[str, dict[str, Any]] = {}
         damaged: dict[str, str] = {}
-        for shard in self.marked_shards(stage):
-            rel = self.marker_rel(stage, shard)
+        for shard in self.marker_ids(rel_dir):
+            rel = posixpath.join(rel_dir, f"{shard}.json")
             try:
                 stats = self.read_json(rel)
             except PoolError as exc:

@@ -5,7 +5,7 @@
     shards/00000000_stats.json   img2dataset-style counts (status_dict, successes, failed_to_*)
 
 With output_format "parquet" the images live in the .parquet's `jpg` column and there is no tar.
-Only shards with a `_done/download/<shard>.json` marker are complete; readers list shards that way.
+Only shards with a `_done/download/fetch/<shard>.json` marker are complete; readers list shards that way.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate import layout
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.tarstream import iter_tar_files
 from curate.uid import check_uids
 
 SHARD_DIR = "shards"
-DOWNLOAD_STAGE = "download"
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -138,14 +138,14 @@ def list_shards(pool: Pool) -> list[str]:
 
     A marker's presence is what counts here, not its content: a damaged one does not hide the
     shard from later stages (`curate download` itself redoes such a shard)."""
-    return pool.marked_shards(DOWNLOAD_STAGE)
+    return pool.marker_ids(layout.DOWNLOAD_MARKERS)
 
 
 def shard_parquet_rel(pool: Pool, shard_id: str) -> str:
     """The shard's parquet, or a PoolError saying its marker is a phantom (the file is gone)."""
     rel = f"{SHARD_DIR}/{shard_id}.parquet"
     if not pool.exists(rel):
-        raise PoolError(f"{pool.uri(rel)} is missing though {pool.uri(pool.marker_rel(DOWNLOAD_STAGE, shard_id))} "
+        raise PoolError(f"{pool.uri(rel)} is missing though {pool.uri(layout.download_marker(shard_id))} "
                         "marks the shard done; run `curate download` again to redo it")
     return rel
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from curate import layout
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, SHARD_SCHEMA, shard_name
 
@@ -128,7 +129,7 @@ def make_score_pool(pool: Pool, n_shards: int, rows_per_shard: int, seed: int = 
             if scorers is None or name in scorers:
                 pool.write_parquet(f"scores/{name}/{sid}.parquet", table)
         dedup_uids.append(tables["b32"]["uid"].combine_chunks())
-        pool.mark_done("download", sid, stats)
+        pool.write_json(layout.download_marker(sid), stats)
         shard_ids.append(sid)
     if dedup and dedup_uids:
         uids = pa.concat_arrays(dedup_uids)

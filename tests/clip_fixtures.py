@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from curate import layout
 from curate.synthetic import make_samples, mismatched_caption
 
 TARGET_AUC = 0.9
@@ -135,5 +136,5 @@ def write_synthetic_shards(pool_root: str | Path, n_shards: int = 2, per_shard: 
                              error_message="404"))
         stats = {"successes": len(items), "failed_to_download": 1}
         writer.close(stats)
-        pool.mark_done("download", sid, stats)
+        pool.write_json(layout.download_marker(sid), stats)
     return out

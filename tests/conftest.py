@@ -64,3 +64,9 @@ def ray_runtime():
     ensure_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def local_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run stages' passes in this process (CURATE_EXECUTOR=local) instead of as Ray tasks."""
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from curate import layout
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
 from curate.synthetic import encode, make_samples
@@ -86,7 +87,7 @@ def make_image_pool(root: str | Path, n_shards: int = 3, per_shard: int = 20, fa
         stats = {"count": per_shard, "successes": status_counts.get("success", 0),
                  "failed_to_download": status_counts.get("failed_to_download", 0), "status_dict": status_counts}
         writer.close(stats)
-        pool.mark_done("download", sid, {"samples": per_shard, "counts": status_counts})
+        pool.write_json(layout.download_marker(sid), {"samples": per_shard, "counts": status_counts})
         pool.write_parquet(f"scores/clip_b32/{sid}.parquet", pa.table(score_rows))
         pool.write_parquet(f"scores/language/{sid}.parquet", pa.table(lang_rows))
         pool.write_parquet(f"scores/text_stats/{sid}.parquet", pa.table(text_rows))

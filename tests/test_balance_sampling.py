@@ -11,10 +11,9 @@ from curate.stages.balance.sampling import (
     keep_probabilities,
     p_to_t,
     t_to_p,
-    uid_halves,
     uniform_draws,
 )
-from curate.uid import make_uid
+from curate.uid import hex_uid_keys, make_uid
 
 
 def test_t_to_p_is_share_of_matches_on_tail_entries() -> None:
@@ -49,15 +48,17 @@ def test_keep_probability_formula() -> None:
     assert p == pytest.approx([0.1, 1 - 0.8 * 0.9, 0.0, 1 - 0.81])
 
 
-def test_uid_halves_decode_hex() -> None:
+def test_uid_keys_decode_hex() -> None:
     uids = [make_uid(f"http://x/{i}", "c") for i in range(5)]
-    hi, lo = uid_halves(pa.array(uids))
-    for u, h, low in zip(uids, hi.tolist(), lo.tolist(), strict=True):
+    keys = hex_uid_keys(pa.array(uids))
+    for u, (h, low) in zip(uids, keys.tolist(), strict=True):
         assert (h, low) == (int(u[:16], 16), int(u[16:], 16))
     sliced = pa.array(["zz", *uids])[1:]
-    assert uid_halves(sliced)[0].tolist() == hi.tolist()
+    assert hex_uid_keys(sliced).tolist() == keys.tolist()
+    assert hex_uid_keys(pa.array(["x" * 32])) is None
     with pytest.raises(ValueError):
-        uid_halves(pa.array(["x" * 32]))
+        uniform_draws(pa.array(["x" * 32]), 0)
+
 
 
 def test_draws_are_uniform_reproducible_and_seeded() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate import layout
 from curate.config import BalanceConfig
 from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
@@ -52,13 +53,8 @@ def build_pool(root, captions: list[str], n_shards: int, langs: list[str] | None
         if langs is not None:
             pool.write_parquet(f"scores/language/{sid}.parquet", pa.table(
                 {"uid": uids[lo:hi], "lang": langs[lo:hi], "lang_score": [0.9] * (hi - lo)}))
-        pool.mark_done("download", sid, {"samples": hi - lo})
+        pool.write_json(layout.download_marker(sid), {"samples": hi - lo})
     return pool
-
-
-@pytest.fixture
-def local_executor(monkeypatch):
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
 
 
 def _metadata(tmp_path, entries=ENTRIES) -> str:
@@ -105,6 +101,11 @@ def test_kept_counts_follow_the_formula(tmp_path, local_executor) -> None:
     assert uids == pool.read_parquet("balanced/balanced/uids.parquet")["uid"].to_pylist() == sorted(uids)
     assert len(uids) == report["actual_kept"]
     assert report["top_head_entries"][0]["entry"] == "w0"
+    # The kept uids are the samples tables' kept rows; no second copy of them is kept.
+    samples = pa.concat_tables([pool.read_parquet(layout.balanced_samples("balanced", shard_name(i)))
+                                for i in range(3)])
+    assert sorted(samples.filter(samples["kept"])["uid"].to_pylist()) == uids
+    assert pool.listdir(layout.balanced_work("balanced")) == ["counts", "entry_stats", "matches"]
 
 
 @pytest.mark.ray
@@ -180,14 +181,76 @@ def test_subset_keep_unmatched_resume_and_reseed(tmp_path, local_executor) -> No
     assert kept <= set(subset["uid"].to_pylist())
 
     again = balance.run(pool, cfg, quiet=True)
-    assert pool.read_report("balance-b1-match")["shards_run_now"] == 0
+    assert _ran(again) == {"match": (0, 2), "sample": (0, 2)}
     assert again["actual_kept"] == first["actual_kept"]
 
     reseeded = balance.run(pool, cfg.model_copy(update={"seed": 5}), quiet=True)
-    assert pool.read_report("balance-b1-match")["shards_run_now"] == 0
-    assert pool.read_report("balance-b1-sample")["shards_run_now"] == 2
+    assert _ran(reseeded) == {"match": (0, 2), "sample": (2, 0)}
+    assert _ran(pool.read_report("balance/b1")) == _ran(reseeded)
     assert set(pool.read_parquet("balanced/b1/uids.parquet")["uid"].to_pylist()) != kept
     assert reseeded["expected_kept"] == pytest.approx(first["expected_kept"])
+
+
+def test_requires_the_subset_it_balances() -> None:
+    assert balance.Balance().requires(BalanceConfig()) == ("population",)
+    assert balance.Balance().requires(BalanceConfig(subset="subsets/x")) == ("population", "subsets")
+
+
+def _ran(report: dict) -> dict[str, tuple[int, int]]:
+    """(shards run now, shards skipped as done) per pass of a balance report."""
+    return {name: (p["shards_run_now"], p["shards_skipped_as_done"]) for name, p in report["passes"].items()}
+
+
+def _balanced(pool: Pool, name: str) -> bytes:
+    return pool.read_bytes(layout.balanced_npy(name))
+
+
+def test_changed_t_subset_or_shards_redo_the_affected_pass_only(tmp_path, local_executor) -> None:
+    """What each pass's fingerprint holds: t or the seed redo the draws only; a subset redoes the
+    matching too; a shard added to the pool moves the global counts, so every shard's draws are
+    redone though their matches are kept. Each result equals a fresh run's."""
+    captions = zipf_captions(3_000, [e for e in ENTRIES if " " not in e], seed=12)
+    pool = build_pool(tmp_path / "pool", captions, 3)
+    later = layout.download_marker(shard_name(2))
+    pool.remove(later)  # the third shard is downloaded later
+    cfg = BalanceConfig(metadata=_metadata(tmp_path), t=30, seed=2, name="b2")
+    first = balance.run(pool, cfg, quiet=True)
+    assert _ran(first) == {"match": (2, 0), "sample": (2, 0)}
+    assert _ran(balance.run(pool, cfg, quiet=True)) == {"match": (0, 2), "sample": (0, 2)}
+
+    def fresh(config: BalanceConfig, n_shards: int = 2, subset: list[str] | None = None) -> bytes:
+        other = build_pool(tmp_path / f"fresh{fresh.n}", captions, 3)
+        fresh.n += 1
+        if n_shards == 2:
+            other.remove(later)
+        if subset is not None:
+            other.write_parquet("subsets/some/uids.parquet", pa.table({"uid": subset}))
+        balance.run(other, config, quiet=True)
+        return _balanced(other, config.name)
+
+    fresh.n = 0
+    assert _balanced(pool, "b2") == fresh(cfg)
+
+    wider = cfg.model_copy(update={"t": 60})
+    assert _ran(balance.run(pool, wider, quiet=True)) == {"match": (0, 2), "sample": (2, 0)}
+    assert _balanced(pool, "b2") == fresh(wider) != fresh(cfg)
+
+    some = pool.read_parquet("shards/00000001.parquet", ["uid"])["uid"].to_pylist()[::2]
+    pool.write_parquet("subsets/some/uids.parquet", pa.table({"uid": some}))
+    within = wider.model_copy(update={"subset": "some"})
+    assert _ran(balance.run(pool, within, quiet=True)) == {"match": (2, 0), "sample": (2, 0)}
+    assert _balanced(pool, "b2") == fresh(within, subset=some)
+
+    pool.write_json(later, {"samples": 1000})
+    grown = balance.run(pool, wider, quiet=True)
+    assert _ran(grown) == {"match": (3, 0), "sample": (3, 0)}  # the subset is gone: all matches redone
+    assert _ran(balance.run(pool, wider, quiet=True)) == {"match": (0, 3), "sample": (0, 3)}
+    pool.remove(later)
+    balance.run(pool, wider, quiet=True)
+    pool.write_json(later, {"samples": 1000})
+    regrown = balance.run(pool, wider, quiet=True)
+    assert _ran(regrown) == {"match": (0, 3), "sample": (3, 0)}  # matches kept, every shard redrawn
+    assert _balanced(pool, "b2") == fresh(wider, n_shards=3)
 
 
 def test_tail_fraction_sets_t(tmp_path, local_executor) -> None:

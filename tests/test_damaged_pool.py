@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.config import ScoreConfig
 from curate.errors import CurateError, PoolError, StageFailed
@@ -100,7 +101,7 @@ def test_filter_fails_only_the_damaged_shard(case: str, tmp_path: Path) -> None:
                    "`curate download` redoes that shard")
 def test_garbage_download_marker_does_not_stop_filter(tmp_path: Path) -> None:
     pool = _score_pool(tmp_path)
-    _garbage(pool, "_done/download/00000001.json")
+    _garbage(pool, layout.download_marker("00000001"))
     result = CliRunner().invoke(app, ["filter", "--pool", pool.url, "--spec", str(SPEC)])
     assert result.exit_code == 0, (result.exception, result.output)
     assert pool.read_json("subsets/clip_b32_threshold/funnel.json")["shards"] == 3
@@ -145,7 +146,7 @@ def test_non_hex_candidate_uids_fail_their_shard(tmp_path: Path) -> None:
     assert result.exception.failed.keys() == {"00000001"}
     reason = result.exception.failed["00000001"]
     assert "candidates/part-00001.parquet" in reason and "not 32 lowercase hex" in reason
-    assert pool.is_done("download", "00000000") and not pool.exists("shards/00000001.parquet")
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists("shards/00000001.parquet")
 
 
 @pytest.mark.fault("download", "its own completion marker garbage, or present for a shard whose tar is gone "
@@ -157,15 +158,15 @@ def test_damaged_own_marker_redoes_the_shard(case: str, tmp_path: Path) -> None:
     args = ["download", "--pool", pool.url, *DOWNLOAD_ARGS]
     assert CliRunner().invoke(app, args).exit_code == 0
     if case == "garbage marker":
-        _garbage(pool, "_done/download/00000001.json")
+        _garbage(pool, layout.download_marker("00000001"))
     else:
         pool.remove("shards/00000001.tar")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.exception, result.output)
-    assert "_done/download/00000001.json" in result.output and "redoing the shard" in result.output
+    assert layout.download_marker("00000001") in result.output and "redoing the shard" in result.output
     report = pool.read_report("download")
     assert report["shards_run_now"] == 1 and report["shards_done"] == 2
-    assert pool.exists("shards/00000001.tar") and pool.read_json("_done/download/00000001.json")["samples"] == 4
+    assert pool.exists("shards/00000001.tar") and pool.read_json(layout.download_marker("00000001"))["samples"] == 4
 
 
 # ------------------------------------------------------------------------------------- pipeline.yaml

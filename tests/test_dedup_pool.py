@@ -20,6 +20,7 @@ import pyarrow as pa
 from PIL import Image
 from scipy.fft import dctn
 
+from curate import layout
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
 from curate.stages.dedup.embeddings import embedding_array
@@ -147,7 +148,7 @@ def build_pool(root: str, n_originals: int = 120, n_duplicated: int = 40, n_shar
         writer.add(SampleRow(f"{sid}9999", make_uid(f"http://127.0.0.1/missing/{s}", "x"),
                              f"http://127.0.0.1/missing/{s}", "x", "failed_to_download", error_message="HTTP 404"))
         writer.close({"successes": len(chunk), "failed_to_download": 1})
-        pool.mark_done("download", sid, {"samples": len(chunk) + 1})
+        pool.write_json(layout.download_marker(sid), {"samples": len(chunk) + 1})
         pool.write_parquet(f"scores/image_stats/{sid}.parquet",
                            pa.table({"uid": stats_cols["uid"], "phash": pa.array(stats_cols["phash"], pa.uint64())}))
         pool.write_parquet(f"scores/clip/{sid}.parquet", pa.table(clip_cols))

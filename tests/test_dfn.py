@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.dfn import train_dfn
 from curate.dfn.config import DFNTrainConfig, PoolSubsetSource, ScalingSettings
@@ -100,7 +101,7 @@ def test_checkpoint_loads_in_scorer_and_scores_a_small_pool(trained_dfn: dict[st
             writer.add(SampleRow(key=f"{shard:04d}{i:04d}", uid=uid, url=url, caption=caption, status="success",
                                  width=64, height=64, image=encode(sample.image)))
         writer.close({"successes": 40})
-        pool.mark_done("download", f"{shard:08d}", {"samples": 40})
+        pool.write_json(layout.download_marker(f"{shard:08d}"), {"samples": 40})
     # Score the pool the way the score stage does: a clip scorer named dfn loading the model by path.
     from curate.config import ScoreConfig
     from curate.scorers.base import build_scorers
@@ -239,7 +240,7 @@ def test_pool_subset_source_reads_subset_and_counts_missing(tmp_path: Path) -> N
         writer.add(SampleRow(key=f"{i:04d}", uid=uid, url=f"http://x/{i}", caption=s.caption, status="success",
                              image=encode(s.image), extra={"class": f"{s.color} {s.shape}"}))
     writer.close({})
-    pool.mark_done("download", "00000000", {})
+    pool.write_json(layout.download_marker("00000000"), {})
     pool.write_parquet("subsets/hq/uids.parquet", pa.table({"uid": [*uids[:4], "f" * 32]}))
     pairs = load_pairs(PoolSubsetSource(pool=pool.url, subset="hq", label_field="class"))
     assert sorted(pairs.table["uid"].to_pylist()) == sorted(uids[:4])

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from curate import layout
 from curate.config import DownloadConfig
 from curate.errors import StageFailed
 from curate.pool import Pool
@@ -372,7 +373,7 @@ def test_rerun_never_silently_replaces_a_better_shard(tmp_path: Path, monkeypatc
                 for sid in list_shards(pool)}
 
         mode["down"] = True
-        pool.remove("_done/download", recursive=True)  # what a user deleting markers does
+        pool.remove(layout.DOWNLOAD_MARKERS, recursive=True)  # what a user deleting markers does
         report = download.run(pool, config)
         assert report["success_rate"] == 1.0 and report["totals"]["counts"] == {"success": 6}
         assert report["shards_run_now"] == 2 and report["kept_earlier_shards"] == ["00000000", "00000001"]
@@ -380,7 +381,7 @@ def test_rerun_never_silently_replaces_a_better_shard(tmp_path: Path, monkeypatc
                "hold 6; pass --overwrite-worse" in " ".join(capsys.readouterr().err.split())
         for sid, files in good.items():
             assert (pool.read_bytes(f"shards/{sid}.tar"), pool.read_bytes(f"shards/{sid}.parquet")) == files
-            assert pool.read_json(f"_done/download/{sid}.json")["counts"] == {"success": 3}
+            assert pool.read_json(layout.download_marker(sid))["counts"] == {"success": 3}
         report = download.run(pool, config, rerun=True, quiet=True)
         assert report["kept_earlier_shards"] == ["00000000", "00000001"] and report["success_rate"] == 1.0
         assert [s["image"] for sid in list_shards(pool) for s in iter_shard_samples(pool, sid)] == [

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.errors import ConfigError
 from curate.pool import Pool
@@ -56,7 +57,7 @@ def test_cli_download_on_ray(tmp_path: Path, ray_runtime) -> None:
     assert [u for t in tables for u in t.column("uid").to_pylist()] == uids
     samples = [s for sid in list_shards(pool) for s in iter_shard_samples(pool, sid)]
     assert [Image.open(io.BytesIO(s["image"])).size for s in samples] == [(300, 200)] * 5
-    assert pool.read_json("_done/download/00000000.json")["counts"] == {"success": 4}
+    assert pool.read_json(layout.download_marker("00000000"))["counts"] == {"success": 4}
 
 
 def test_cli_rejects_bad_allow_address(tmp_path: Path) -> None:

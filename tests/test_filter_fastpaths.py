@@ -17,9 +17,8 @@ from curate.stages.filter import run
 from curate.stages.filter.columns import load_shard_columns, read_catalog
 from curate.stages.filter.evaluate import fraction_columns
 from curate.stages.filter.spec import load_spec
-from curate.stages.filter.uidkeys import all_unique, hex_uid_keys, sorted_uids_and_npy
 from curate.testing_pool import make_score_pool, random_uids
-from curate.uid import uids_to_npy_array
+from curate.uid import all_unique, hex_uid_keys, sorted_uids_and_npy, uids_to_npy_array
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"
 COLUMNS = {"lang", "clip_l14_similarity_score", "caption_num_words", "shorter_side"}

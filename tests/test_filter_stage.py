@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.config import FilterConfig
 from curate.pool import Pool
-from curate.stages.filter import run
+from curate.stages.filter import APPLY_PASS, Filter, run
 from curate.testing_pool import make_score_pool
 from curate.uid import npy_array_to_uids
 
@@ -105,13 +109,78 @@ def test_rerun_skips_done_shards_and_changed_spec_starts_over(pool_dir: str, tmp
     spec = tmp_path / "s.yaml"
     spec.write_text("name: resume\nconditions:\n  - {column: clip_b32_similarity_score, ge: 0.3}\n")
     first = run(pool, FilterConfig(spec=str(spec)), quiet=True)
-    assert pool.read_report("filter/resume")["shards_run_now"] == 3
-    assert run(pool, FilterConfig(spec=str(spec)), quiet=True)["kept"] == first["kept"]
+    assert first["passes"][APPLY_PASS]["shards_run_now"] == 3
+    again = run(pool, FilterConfig(spec=str(spec)), quiet=True)
+    assert again["kept"] == first["kept"]
+    assert again["passes"][APPLY_PASS]["shards_skipped_as_done"] == 3
     assert pool.read_report("filter/resume")["shards_run_now"] == 0
+    assert sorted(pool.marker_ids(layout.markers_dir("filter/resume", APPLY_PASS))) == ["00000000", "00000001",
+                                                                                       "00000002"]
     spec.write_text("name: resume\nconditions:\n  - {column: clip_b32_similarity_score, ge: 0.32}\n")
     second = run(pool, FilterConfig(spec=str(spec)), quiet=True)
+    assert second["passes"][APPLY_PASS]["shards_run_now"] == 3
     assert pool.read_report("filter/resume")["shards_run_now"] == 3
     assert second["kept"] < first["kept"]
+
+
+def _kept(pool: Pool, name: str) -> set[str]:
+    return set(pool.read_parquet(layout.subset_uids(name))["uid"].to_pylist())
+
+
+@pytest.mark.fault("filter", "a dedup table or a score that a cut-off ranks changed since the subset was built "
+                   "(same spec)", "every shard of the apply pass is redone (its fingerprint changed); an unchanged "
+                   "rerun skips every shard")
+def test_changed_dedup_table_or_cutoff_redoes_every_shard(tmp_path: Path, local_executor: None) -> None:
+    pool = Pool(str(tmp_path / "pool"))
+    make_score_pool(pool, n_shards=3, rows_per_shard=80, seed=5)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: fp\nconditions:\n  - {not_duplicate: exact}\n"
+                    "  - {column: clip_l14_similarity_score, top_fraction: 0.5}\n")
+    config = FilterConfig(spec=str(spec))
+    first = run(pool, config, quiet=True)
+    assert first["passes"][APPLY_PASS]["shards_run_now"] == 3
+    unchanged = run(pool, config, quiet=True)
+    assert unchanged["passes"][APPLY_PASS]["shards_skipped_as_done"] == 3
+    assert unchanged["passes"][APPLY_PASS]["shards_run_now"] == 0 and unchanged["kept"] == first["kept"]
+
+    # As many duplicates as before, other uids: a count would not tell the tables apart.
+    dups = pool.read_parquet(layout.dedup_table("exact"))
+    flags = dups["is_duplicate"].to_numpy(zero_copy_only=False)
+    moved = np.roll(flags, 1)
+    assert moved.sum() == flags.sum() and (moved != flags).any()
+    pool.write_parquet(layout.dedup_table("exact"), dups.set_column(2, "is_duplicate", pa.array(moved)))
+    redone = run(pool, config, quiet=True)
+    assert redone["passes"][APPLY_PASS]["shards_run_now"] == 3
+    assert redone["passes"][APPLY_PASS]["shards_skipped_as_done"] == 0
+    # The same pool never filtered: what the redone subset must hold.
+    shutil.copytree(tmp_path / "pool", tmp_path / "fresh", ignore=shutil.ignore_patterns("subsets", "filter"))
+    fresh = Pool(str(tmp_path / "fresh"))
+    run(fresh, config, quiet=True)
+    assert _kept(pool, "fp") == _kept(fresh, "fp") != set()
+
+    # One shard's scores change: the global cut-off moves, so every shard's part is stale.
+    rel = "scores/l14/00000001.parquet"
+    scores = pool.read_parquet(rel)
+    column = scores.column_names.index("clip_l14_similarity_score")
+    pool.write_parquet(rel, scores.set_column(column, "clip_l14_similarity_score",
+                                              pc.add(scores["clip_l14_similarity_score"], 1.0)))
+    moved_cut = run(pool, config, quiet=True)
+    assert moved_cut["cutoffs"][0]["threshold"] != first["cutoffs"][0]["threshold"]
+    assert moved_cut["passes"][APPLY_PASS]["shards_run_now"] == 3
+
+
+def test_requires_what_the_spec_reads(tmp_path: Path) -> None:
+    """`curate run` checks these before any work: dedup tables and embeddings only when the spec uses them."""
+    stage = Filter()
+    assert stage.requires(FilterConfig(spec=str(FILTERS / "clip_b32_threshold.yaml"))) == ("population",)
+    assert stage.requires(FilterConfig(spec=str(FILTERS / "datacomp_basic_dedup_clip30.yaml"))) == ("population",
+                                                                                                   "dedup")
+    spec = tmp_path / "k.yaml"
+    spec.write_text("name: k\nconditions:\n  - {not: {image_clusters: {embeddings: l14, reference: r.npy, "
+                    "clusters: 4}}}\n")
+    assert stage.requires(FilterConfig(spec=str(spec))) == ("population", "embeddings")
+    assert stage.key(FilterConfig(spec=str(spec))) == "filter/k"
+    assert stage.key(FilterConfig(spec=str(spec), name="other")) == "filter/other"
 
 
 @pytest.mark.ray

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.config import IngestConfig
 from curate.errors import ConfigError, StageFailed
@@ -29,11 +30,6 @@ runner = CliRunner()
 def _wat(path: Path, site: str, n: int = 3) -> Path:
     write_wat(path, [(f"https://{site}/p{i}", [(f"/img/{i}.jpg", f"{site} picture {i}")]) for i in range(n)])
     return path
-
-
-@pytest.fixture
-def local_executor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
 
 
 @pytest.fixture
@@ -124,7 +120,7 @@ def test_unopenable_input_is_a_failed_shard_on_ray(tmp_path, ray_runtime):
     assert list(info.value.failed) == ["00001"]
     assert "z-missing.warc.wat.gz" in info.value.failed["00001"]
     assert pool.listdir("candidates") == ["part-00000.parquet"]
-    assert not pool.is_done("ingest", "00001")
+    assert not pool.exists(layout.marker("ingest", "extract", "00001"))
     # Once the file exists, a rerun ingests only the missing shard.
     _wat(missing, "z.com")
     report = run(pool, config, quiet=True)

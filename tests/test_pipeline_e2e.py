@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from curate import layout
 from curate.demo.web import build_demo_web
 from curate.stages.ingest.watgen import write_wat
 from curate.testing_http import Route, serve_routes
@@ -163,7 +164,7 @@ def _paused_run(pipeline: Path, gate: Path, after: int, **kwargs) -> subprocess.
 def test_killed_run_resumes_to_the_uninterrupted_result(reference, small_web, tiny_clip_dir, tmp_path):
     pipeline = _pipeline(tmp_path, small_web, tiny_clip_dir)
     pool, gate = tmp_path / "pool", tmp_path / "gate"
-    done = pool / "_done" / "download"
+    done = pool / layout.DOWNLOAD_MARKERS
     proc = _paused_run(pipeline, gate, after=2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # One shard holds before its marker: the stage cannot finish until the kill below.

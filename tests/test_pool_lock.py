@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from curate import layout
 from curate.cli import app
 from curate.errors import PoolError
 from curate.pool import Pool
@@ -72,14 +73,14 @@ def test_second_run_is_refused_while_the_holder_lives(tmp_path: Path, live_proce
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert f"pid {live_process.pid} on host {socket.gethostname()}" in lines[0] and "since" in lines[0]
-    assert not pool.exists("shards") and not pool.exists("_done/download")
+    assert not pool.exists("shards") and not pool.exists(layout.DOWNLOAD_MARKERS)
 
     live_process.stdin.close()  # the holder dies without releasing (a crash): its lock is now stale
     live_process.wait(timeout=60)
     result = CliRunner().invoke(app, [*DOWNLOAD, "--pool", pool.url])
     assert result.exit_code == 0, (result.exception, result.output)
     assert "taking over the lock" in result.output and f"process {live_process.pid}" in result.output
-    assert pool.is_done("download", "00000000") and not pool.exists(LOCK)
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists(LOCK)
 
 
 @pytest.mark.fault("download", "a lock held by a run on another host whose heartbeat is fresh",
@@ -92,7 +93,7 @@ def test_fresh_lock_of_another_host_is_respected(tmp_path: Path) -> None:
     assert isinstance(result.exception, PoolError)
     message = str(result.exception)
     assert "\n" not in message and "pid 4242 on host worker-7.example" in message
-    assert not pool.exists("_done/download")
+    assert not pool.exists(layout.DOWNLOAD_MARKERS)
 
 
 @pytest.mark.fault("download", "a stale lock: heartbeat older than the stale timeout, holder process gone "
@@ -110,7 +111,7 @@ def test_stale_lock_is_taken_over(case: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*DOWNLOAD, "--pool", pool.url])
     assert result.exit_code == 0, (result.exception, result.output)
     assert "taking over the lock" in result.output
-    assert pool.is_done("download", "00000000") and not pool.exists(LOCK)
+    assert pool.exists(layout.download_marker("00000000")) and not pool.exists(LOCK)
 
 
 @pytest.mark.fault("pool", "a stage that returns normally or raises", "its lock is released either way")

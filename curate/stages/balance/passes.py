@@ -1,12 +1,12 @@
-"""The two per-shard passes of balancing, run as Ray tasks by curate.runner.run_stage.
+"""The two per-shard passes of balancing, run by the runner (`ctx.run_pass`) for curate.stages.balance.
 
 Pass 1 (match): the shard's successful captions (optionally only a subset's uids) are matched
-against the metadata; writes `<work>/matches/<shard>.parquet` (uid, lang, metadata_language,
-entry_ids list<int32>) and `<work>/counts/<shard>.parquet` (entry_id, count).
+against the metadata; writes `_work/matches/<shard>.parquet` (uid, lang, metadata_language,
+entry_ids list<int32>) and `_work/counts/<shard>.parquet` (entry_id, count) under balanced/<name>/.
 Pass 2 (sample): with global counts turned into entry probabilities q, decides each sample;
-writes the documented per-sample table `<out>/samples/<shard>.parquet` (the inverted index uid →
-entry_ids, with each sample's keep probability and decision), `<work>/kept/<shard>.parquet` (uid)
-and `<work>/entry_stats/<shard>.parquet` (entry_id, expected, actual).
+writes the documented per-sample table `samples/<shard>.parquet` (the inverted index uid →
+entry_ids, with each sample's keep probability and decision; the kept uids are read from it) and
+`_work/entry_stats/<shard>.parquet` (entry_id, expected, actual). Paths: curate.layout.balanced_*.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.population import is_metadata_part, read_rows
@@ -45,7 +46,7 @@ def route_language(code: str, languages: set[str] | frozenset[str], language_map
 @dataclass
 class MatchSettings:
     matcher: SharedMatcher
-    work_dir: str
+    name: str  # balanced/<name>/
     per_language: bool
     language_scorer: str
     subset_uids: pa.Array | None
@@ -58,8 +59,7 @@ class SampleSettings:
     q: np.ndarray  # entry probability per global entry id
     seed: int
     keep_unmatched: bool
-    work_dir: str
-    out_dir: str = ""
+    name: str  # balanced/<name>/
 
 
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -81,7 +81,7 @@ def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings
     if settings.per_language and metadata:
         counts["missing_language_score"] = table["lang"].null_count
     elif settings.per_language:
-        rel = f"scores/{settings.language_scorer}/{shard_id}.parquet"
+        rel = layout.scores_file(settings.language_scorer, shard_id)
         if not pool.exists(rel):
             raise PoolError(f"per-language metadata needs {rel} (lang column); run the "
                             f"'{settings.language_scorer}' scorer first")
@@ -136,17 +136,17 @@ def match_shard(pool: Pool, shard_id: str, payload: Any, settings: MatchSettings
 
     matches = pa.table({"uid": table["uid"], "lang": lang, "metadata_language": pa.array(routed.tolist(), pa.string()),
                         "entry_ids": entry_ids}, schema=MATCHES_SCHEMA)
-    pool.write_parquet(f"{settings.work_dir}/matches/{shard_id}.parquet", matches)
+    pool.write_parquet(layout.balanced_matches(settings.name, shard_id), matches)
     ids, per_entry = np.unique(entries_all, return_counts=True)
     pool.write_parquet(
-        f"{settings.work_dir}/counts/{shard_id}.parquet",
+        layout.balanced_counts(settings.name, shard_id),
         pa.table({"entry_id": pa.array(ids, pa.int32()), "count": pa.array(per_entry, pa.int64())}),
     )
     return {"samples": samples, "captions_matched": n, "matches": int(entries_all.size), "counts": counts}
 
 
 def sample_shard(pool: Pool, shard_id: str, payload: Any, settings: SampleSettings) -> dict[str, Any]:
-    matches = pool.read_parquet(f"{settings.work_dir}/matches/{shard_id}.parquet")
+    matches = pool.read_parquet(layout.balanced_matches(settings.name, shard_id))
     entry_ids = matches["entry_ids"].combine_chunks()
     n = matches.num_rows
     p_keep = keep_probabilities(entry_ids, settings.q) if n else np.empty(0)
@@ -163,10 +163,9 @@ def sample_shard(pool: Pool, shard_id: str, payload: Any, settings: SampleSettin
 
     samples = matches.append_column("keep_probability", pa.array(p_keep, pa.float64()))
     samples = samples.append_column("kept", pa.array(keep, pa.bool_()))
-    pool.write_parquet(f"{settings.out_dir}/samples/{shard_id}.parquet", samples.cast(SAMPLES_SCHEMA))
-    pool.write_parquet(f"{settings.work_dir}/kept/{shard_id}.parquet", matches.select(["uid"]).filter(pa.array(keep)))
+    pool.write_parquet(layout.balanced_samples(settings.name, shard_id), samples.cast(SAMPLES_SCHEMA))
     pool.write_parquet(
-        f"{settings.work_dir}/entry_stats/{shard_id}.parquet",
+        layout.balanced_entry_stats(settings.name, shard_id),
         pa.table({
             "entry_id": pa.array(ids, pa.int32()),
             "expected": pa.array(expected, pa.float64()),

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.uid import hex_uid_keys
+
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -72,34 +74,12 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def uid_halves(uids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Two uint64 halves of 32-hex-character uids, decoded without a Python loop."""
-    arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
-    arr = arr.cast(pa.string())
-    n = len(arr)
-    if n == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.uint64)
-    if arr.null_count or not pc.all(pc.equal(pc.utf8_length(arr), 32)).as_py():
-        raise ValueError("uids must be 32 hexadecimal characters")
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
-    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(n, 32)
-    lut = np.full(256, 255, np.uint8)
-    lut[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
-    lut[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
-    lut[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
-    nibbles = lut[data]
-    if (nibbles == 255).any():
-        raise ValueError("uids must be 32 hexadecimal characters")
-    weights = (np.uint64(1) << (np.uint64(4) * np.arange(15, -1, -1, dtype=np.uint64))).astype(np.uint64)
-    n64 = nibbles.astype(np.uint64)
-    hi = (n64[:, :16] * weights).sum(axis=1, dtype=np.uint64)
-    lo = (n64[:, 16:] * weights).sum(axis=1, dtype=np.uint64)
-    return hi, lo
-
-
 def uniform_draws(uids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
     """A float64 in [0, 1) per uid, a hash of (uid, seed): splitmix64 chained over both halves."""
-    hi, lo = uid_halves(uids)
+    keys = hex_uid_keys(uids)
+    if keys is None:
+        raise ValueError("uids must be 32 lowercase hexadecimal characters")
+    hi, lo = keys[:, 0], keys[:, 1]
     s = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
     x = _splitmix64(_splitmix64(hi ^ s) ^ lo)
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)

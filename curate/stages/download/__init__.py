@@ -7,20 +7,65 @@ from __future__ import annotations
 
 from typing import Any
 
+from curate import layout, runner
 from curate.config import DownloadConfig
 from curate.pool import Pool
-from curate.poollock import locked
 from curate.progress import console
-from curate.runner import run_stage
-from curate.shards import DOWNLOAD_STAGE, shard_outputs
+from curate.shards import shard_outputs
+from curate.stage import Pass, Stage, StageContext
 from curate.stages.download.addresses import parse_allow_list
 from curate.stages.download.planning import candidate_files, check_plan, plan_shards
 from curate.stages.download.shard import download_shard
 
-__all__ = ["download_shard", "run"]
+__all__ = ["Download", "download_shard", "run"]
+
+# Settings that change what a finished shard holds; the others (timeouts, threads, politeness)
+# change only how it is fetched, and a change of them keeps finished shards.
+OUTPUT_FIELDS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_format", "encode_quality",
+                 "output_format", "samples_per_shard", "max_image_pixels", "max_image_bytes", "respect_optouts",
+                 "user_agent_token")
 
 
-@locked("download")
+class Download(Stage):
+    """One pass, `fetch`: candidates (cut into shards of samples_per_shard rows) → shards/."""
+
+    name = layout.DOWNLOAD_STAGE
+    config_class = DownloadConfig
+    reads = ("candidates",)
+    writes = ("shards", "population")
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        config: DownloadConfig = ctx.config
+        pool = ctx.pool
+        parse_allow_list(config.allow_addresses)  # a bad entry fails now, not inside every task
+        files = candidate_files(pool)
+        shards = plan_shards(files, config.samples_per_shard)
+        check_plan(pool, files, config.samples_per_shard, len(pool.marker_ids(layout.DOWNLOAD_MARKERS)))
+        result = ctx.run_pass(Pass(
+            layout.DOWNLOAD_PASS, download_shard, shards, config,
+            fingerprint={k: getattr(config, k) for k in OUTPUT_FIELDS},
+            shard_inputs=lambda _sid, segments: [[s.file, s.start, s.stop] for s in segments],
+            outputs=shard_outputs(config.output_format),
+        ), check=False)
+        samples = int(result.totals.get("samples", 0))
+        successes = int(result.totals.get("successes", 0))
+        rate = successes / samples if samples else 0.0
+        kept = sorted(sid for sid in result.ran if "kept_earlier" in result.done.get(sid, {}))
+        if not ctx.quiet:
+            console.print(f"[download] success rate {rate:.1%} ({successes:,} of {samples:,} samples "
+                          f"in {len(result.done)} shards)")
+            if kept:
+                fewer = sum(result.done[sid]["kept_earlier"]["successes_this_run"] for sid in kept)
+                before = sum(result.done[sid]["kept_earlier"]["successes_kept"] for sid in kept)
+                names = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
+                console.print(f"[yellow][download] kept {len(kept)} earlier shard(s) ({names}): this run got "
+                              f"{fewer:,} successful images where they hold {before:,}; pass --overwrite-worse "
+                              f"(download.overwrite_worse) to replace them[/yellow]")
+        extra = {"success_rate": round(rate, 6), "kept_earlier_shards": kept}
+        ctx.fail_if_failed(extra)
+        return extra
+
+
 def run(
     pool: Pool,
     config: DownloadConfig,
@@ -33,31 +78,4 @@ def run(
     """Download every candidate into shards; returns the stage report (raises StageFailed on failed shards)."""
     if allow_addresses:
         config = config.model_copy(update={"allow_addresses": [*config.allow_addresses, *allow_addresses]})
-    parse_allow_list(config.allow_addresses)  # a bad entry fails now, not inside every task
-    files = candidate_files(pool)
-    shards = plan_shards(files, config.samples_per_shard)
-    if rerun:
-        pool.clear_stage(DOWNLOAD_STAGE)
-    check_plan(pool, files, config.samples_per_shard, len(pool.done_shards(DOWNLOAD_STAGE)))
-    result = run_stage(DOWNLOAD_STAGE, pool, download_shard, shards, config, num_cpus=1, max_retries=2,
-                       ray_address=ray_address, quiet=quiet, outputs=shard_outputs(config.output_format))
-    totals = result.report.get("totals", {})
-    samples = int(totals.get("samples", 0))
-    successes = int(totals.get("successes", 0))
-    rate = successes / samples if samples else 0.0
-    result.report["success_rate"] = round(rate, 6)
-    kept = sorted(sid for sid in result.ran if "kept_earlier" in result.done.get(sid, {}))
-    result.report["kept_earlier_shards"] = kept
-    pool.write_report(DOWNLOAD_STAGE, result.report)
-    if not quiet:
-        console.print(f"[download] success rate {rate:.1%} ({successes:,} of {samples:,} samples "
-                      f"in {result.report['shards_done']} shards)")
-        if kept:
-            fewer = sum(result.done[sid]["kept_earlier"]["successes_this_run"] for sid in kept)
-            before = sum(result.done[sid]["kept_earlier"]["successes_kept"] for sid in kept)
-            names = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
-            console.print(f"[yellow][download] kept {len(kept)} earlier shard(s) ({names}): this run got "
-                          f"{fewer:,} successful images where they hold {before:,}; pass --overwrite-worse "
-                          f"(download.overwrite_worse) to replace them[/yellow]")
-    result.raise_for_failures()
-    return result.report
+    return runner.run(Download(), pool, config, ray_address=ray_address, rerun=rerun, quiet=quiet)

@@ -1,36 +1,37 @@
 """filter: apply a declarative YAML spec to a pool, writing subsets/<name>/.
 
-Two passes over the download shards, both Ray tasks:
-1. cut-offs: for every top_fraction/bottom_fraction, gather its column (exact) or a fixed-size
-   histogram (approximate) from every shard and compute the global threshold; only the columns
-   the fractions rank (and, for `within: survivors`, the earlier conditions') are read;
-2. apply: per shard, line up the needed score/shard columns by uid (no join when a score table's
-   uid column equals the shard's, a hash join otherwise), evaluate all conditions vectorised,
-   write the kept uids and per-condition funnel counts.
+The stage `Filter` (run target `filter/<subset>`), over the download shards:
+1. cut-offs (`ctx.gather`, results back to the driver): for every top_fraction/bottom_fraction,
+   gather its column (exact) or a fixed-size histogram (approximate) from every shard and compute
+   the global threshold; only the columns the fractions rank (and, for `within: survivors`, the
+   earlier conditions') are read; k-means points for a training image_clusters are gathered the
+   same way;
+2. apply (`ctx.run_pass`, pass "apply"): per shard, line up the needed score/shard columns by uid
+   (no join when a score table's uid column equals the shard's, a hash join otherwise), evaluate
+   all conditions vectorised, write the kept uids and per-condition funnel counts. The pass's
+   fingerprint holds the spec, the cut-offs, the resources' digests and the dedup tables' content,
+   so a change of any of them redoes every shard and nothing else does.
 Then the driver merges the parts into uids.parquet, DataComp's uids.npy and funnel.json.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout, runner
+from curate.config import FilterConfig
 from curate.errors import ConfigError, PoolError
 from curate.names import check_name
 from curate.pool import Pool
-from curate.poollock import locked
 from curate.population import population_ids
-from curate.progress import console
-from curate.runner import run_stage
+from curate.stage import Pass, Stage, StageContext, fingerprint_of
 from curate.stages.filter import quantiles
 from curate.stages.filter.check import check_against_pool, check_survivors_placement
 from curate.stages.filter.columns import ColumnCatalog, load_shard_columns, read_catalog
@@ -56,14 +57,13 @@ from curate.stages.filter.resources import (
     gather_embeddings_shard,
     load_resources,
 )
-from curate.stages.filter.spec import FilterSpec, SourceMap, load_spec
-from curate.stages.filter.uidkeys import sorted_uids_and_npy
-from curate.uid import uids_to_npy_array
+from curate.stages.filter.spec import ClusterCondition, FilterSpec, SourceMap, iter_conditions, load_spec
+from curate.uid import sorted_uids_and_npy, uids_to_npy_array
 
-if TYPE_CHECKING:  # shard tasks unpickle this package; curate.config would cost each Ray worker seconds of imports
-    from curate.config import FilterConfig
+STAGE = "filter"
+APPLY_PASS = "apply"
 
-__all__ = ["FilterSettings", "filter_shard", "prepare", "run"]
+__all__ = ["APPLY_PASS", "STAGE", "Filter", "FilterSettings", "filter_shard", "prepare", "run"]
 
 
 @dataclass
@@ -79,6 +79,13 @@ class FilterSettings:
 
 def prepare(pool: Pool, spec_path: str | Path, name: str | None = None) -> tuple[FilterSpec, SourceMap, ColumnCatalog]:
     """Load, validate and check a spec against the pool, reading only schemas."""
+    spec, sources, catalog, _ = _prepare(pool, spec_path, name)
+    return spec, sources, catalog
+
+
+def _prepare(pool: Pool, spec_path: str | Path,
+             name: str | None) -> tuple[FilterSpec, SourceMap, ColumnCatalog, dict[str, str]]:
+    """`prepare`, and the embeddings tables image_clusters conditions read (listed once, here)."""
     spec, sources = load_spec(spec_path)
     if name:
         spec = spec.model_copy(update={"name": check_name(name, "filter: subset name")})
@@ -86,22 +93,32 @@ def prepare(pool: Pool, spec_path: str | Path, name: str | None = None) -> tuple
     check_training_placement(spec, sources)
     catalog = read_catalog(pool)
     check_against_pool(spec, sources, catalog)
-    embedding_sources(spec, pool, sources)
-    return spec, sources, catalog
+    return spec, sources, catalog, embedding_sources(spec, pool, sources)
 
 
 def _read_duplicates(pool: Pool, methods: set[str]) -> dict[str, pa.Array]:
     out = {}
     for method in sorted(methods):
-        table = pool.read_parquet(f"dedup/{method}.parquet", columns=["uid", "is_duplicate"])
+        table = pool.read_parquet(layout.dedup_table(method), columns=["uid", "is_duplicate"])
         out[method] = table.filter(pc.fill_null(table["is_duplicate"], False))["uid"].combine_chunks()
     return out
+
+
+def _uids_digest(uids: pa.Array) -> str:
+    """A digest of a uid set's content, whatever order its file holds it in."""
+    ordered = pc.take(uids, pc.sort_indices(uids)) if len(uids) else uids
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(len(ordered)).encode())
+    for buf in ordered.buffers()[1:]:
+        if buf is not None:
+            h.update(memoryview(buf))
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------- pass 1: cut-offs
 
 
-def gather_shard(pool: Pool, shard_id: str, settings: FilterSettings, which: list[int]) -> dict[int, np.ndarray]:
+def gather_shard(pool: Pool, shard_id: str, which: list[int], settings: FilterSettings) -> dict[int, np.ndarray]:
     """One shard's contribution to the cut-offs of fractions `which`: values, or histograms."""
     table, _ = load_shard_columns(pool, shard_id, fraction_columns(settings.spec, which), settings.sources)
     values = fraction_values(settings.spec, settings.ctx, table, which)
@@ -110,49 +127,21 @@ def gather_shard(pool: Pool, shard_id: str, settings: FilterSettings, which: lis
     return values
 
 
-def _gather_all(pool: Pool, shards: list[str], settings: FilterSettings, which: list[int],
-                ray_address: str | None, quiet: bool, fn: Any = gather_shard,
-                what: str = "cut-offs") -> dict[int, list[np.ndarray]]:
-    """Run fn (gather_shard) on every shard (Ray tasks, or in-process with CURATE_EXECUTOR=local);
-    the parts of each key come back in shard order."""
-    by_shard: dict[int, dict[int, np.ndarray]] = {}
-    started = time.time()
-
-    def collect(position: int, result: dict[int, np.ndarray]) -> None:
-        by_shard[position] = result
-        done = len(by_shard)
-        if not quiet and (done == len(shards) or done % max(1, len(shards) // 10) == 0):
-            console.print(f"[filter] {what}: {done}/{len(shards)} shards read ({time.time() - started:.1f}s)",
-                          markup=False)
-
-    if os.environ.get("CURATE_EXECUTOR") == "local":
-        for i, sid in enumerate(shards):
-            collect(i, fn(pool, sid, settings, which))
-    else:
-        import ray
-
-        from curate.runtime import ensure_ray
-
-        ensure_ray(ray_address)
-        remote = ray.remote(fn).options(num_cpus=1, max_retries=2, retry_exceptions=True)
-        settings_ref = ray.put(settings)
-        pending = {remote.remote(pool, sid, settings_ref, which): i for i, sid in enumerate(shards)}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            collect(pending.pop(ready[0]), ray.get(ready[0]))
-    # Shard order, not completion order: k-means training depends on the order of its points.
-    return {k: [by_shard[i][k] for i in range(len(shards))] for k in which}
+def _gather(ctx: StageContext, name: str, fn: Any, shards: list[str], settings: FilterSettings, which: list[int],
+            what: str) -> dict[int, list[np.ndarray]]:
+    """fn(pool, shard, which, settings) for every shard; the parts of each key come back in shard order."""
+    parts = ctx.gather(Pass(name, fn, {sid: which for sid in shards}, settings), what)
+    return {k: [part[k] for part in parts] for k in which}
 
 
-def compute_cutoffs(pool: Pool, shards: list[str], settings: FilterSettings, ray_address: str | None = None,
-                    quiet: bool = False) -> dict[int, quantiles.Cutoff]:
+def compute_cutoffs(ctx: StageContext, shards: list[str], settings: FilterSettings) -> dict[int, quantiles.Cutoff]:
     """Resolve every fraction's cut-off; `within: survivors` ones wait for the cut-offs before them."""
     fractions = fraction_conditions(settings.spec)
     deps = fraction_dependencies(settings.spec)
     cutoffs = settings.ctx.cutoffs
     while len(cutoffs) < len(fractions):
         ready = [k for k in range(len(fractions)) if k not in cutoffs and deps[k] <= set(cutoffs)]
-        parts = _gather_all(pool, shards, settings, ready, ray_address, quiet)
+        parts = _gather(ctx, "cutoffs", gather_shard, shards, settings, ready, "cut-offs")
         for k in ready:
             cond = fractions[k]
             top = cond.op == "top_fraction"
@@ -168,17 +157,14 @@ def compute_cutoffs(pool: Pool, shards: list[str], settings: FilterSettings, ray
 # ------------------------------------------------------------------------------- pass 2: apply
 
 
-def _part_rel(subset: str, shard_id: str) -> str:
-    return f"subsets/{subset}/parts/{shard_id}.parquet"
-
-
 def filter_shard(pool: Pool, shard_id: str, payload: Any, settings: FilterSettings) -> dict[str, Any]:
     """Evaluate the spec on one shard; write its kept uids; return funnel counts."""
     spec = settings.spec
     table, not_downloaded = load_shard_columns(pool, shard_id, needed_columns(spec), settings.sources)
     masks = Evaluator(spec, settings.ctx).top_masks(table)
     keep = combine(masks, table.num_rows)
-    pool.write_parquet(_part_rel(settings.subset, shard_id), pa.table({"uid": table["uid"].filter(pa.array(keep))}))
+    kept_uids = pa.table({"uid": table["uid"].filter(pa.array(keep))})
+    pool.write_parquet(layout.subset_part(settings.subset, shard_id), kept_uids)
     kept = int(keep.sum())
     counts: dict[str, int] = {"kept": kept, "removed": table.num_rows - kept, "not downloaded": not_downloaded}
     counts.update(missing_counts(spec, table))
@@ -197,76 +183,109 @@ def _cutoff_report(spec: FilterSpec, cutoffs: dict[int, quantiles.Cutoff], appro
     return out
 
 
-def _fingerprint(spec: FilterSpec, cutoffs: list[dict[str, Any]], dups: dict[str, pa.Array]) -> str:
-    blob = json.dumps({"spec": spec.fingerprint(), "cutoffs": cutoffs,
-                       "dups": {m: len(a) for m, a in dups.items()}}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@locked("filter")
-def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rerun: bool = False,
-        quiet: bool = False) -> dict[str, Any]:
-    """Apply config.spec to the pool; returns the funnel (also written to subsets/<name>/funnel.json)."""
+def _subset_name(config: FilterConfig) -> str:
     if not config.spec:
         raise ConfigError("filter: no spec given (set filter.spec in the pipeline YAML or pass --spec)")
-    spec, source_map, catalog = prepare(pool, config.spec, config.name)
-    shards = population_ids(pool)
-    subset = spec.name
-    sources = {**catalog.sources, **embedding_sources(spec, pool, source_map)}
-    settings = FilterSettings(spec=spec, subset=subset, sources=sources, approximate=config.approximate)
-    settings.ctx.duplicates = _read_duplicates(pool, dedup_methods(spec))
-    resources_report: list[dict[str, Any]] = []
-    resource_files: dict[str, bytes] = {}
-    meta_rel = f"subsets/{subset}/spec.json"
-    if resource_conditions(spec):
-        def gather(which: list[int]) -> dict[int, list[np.ndarray]]:
-            return _gather_all(pool, shards, settings, which, ray_address, quiet, fn=gather_embeddings_shard,
-                               what="k-means points")
+    return config.name or load_spec(config.spec)[0].name
 
-        resources_report, resource_files = load_resources(
-            spec, settings.ctx, gather, cached=lambda k, digest: _trained_centroids(pool, subset, k, digest, rerun))
-    if fraction_conditions(spec):
-        compute_cutoffs(pool, shards, settings, ray_address, quiet)
-    cutoffs = _cutoff_report(spec, settings.ctx.cutoffs, config.approximate)
 
-    # A changed spec, cut-off or dedup table must not resume from parts of an earlier run.
-    stage = f"filter/{subset}"
-    fingerprint = _fingerprint(spec, [*cutoffs, *resources_report], settings.ctx.duplicates)
-    previous = pool.read_json(meta_rel).get("fingerprint") if pool.exists(meta_rel) else None
-    if rerun or previous != fingerprint:
-        pool.clear_stage(stage)
-        pool.remove(f"subsets/{subset}", recursive=True)
-    for rel, data in resource_files.items():
-        pool.write_bytes(f"subsets/{subset}/{rel}", data)
-    pool.write_json(meta_rel, {"fingerprint": fingerprint, "spec_file": str(config.spec),
-                               "spec": spec.model_dump(by_alias=True, exclude_none=True),
-                               "resources": resources_report})
+class Filter(Stage):
+    """Gathers (k-means points, cut-offs), then one pass, `apply`: each shard → subsets/<name>/parts/<shard>.parquet;
+    the driver merges the parts into the subset."""
 
-    result = run_stage(stage, pool, filter_shard, {sid: sid for sid in shards}, settings,
-                       ray_address=ray_address, quiet=quiet,
-                       outputs=lambda sid, _payload, _stats: [_part_rel(subset, sid)])
-    result.raise_for_failures()
+    name = STAGE
+    config_class = FilterConfig
+    # Rows come from shards/ or, on an imported pool, metadata/ (the population); the spec decides
+    # which other tables (`prepare` checks its columns against the pool before any work).
+    reads = ("population", "scores", "embeddings", "dedup")
+    writes = ("subsets",)
 
-    uids, npy = _merge_parts(pool, subset, shards)
-    pool.write_parquet(f"subsets/{subset}/uids.parquet", pa.table({"uid": uids}))
-    buf = _npy_bytes(npy)
-    pool.write_bytes(f"subsets/{subset}/uids.npy", buf)
-    funnel = build_funnel([c.label() for c in spec.conditions], result.report["totals"], cutoffs)
-    if resources_report:
-        funnel["resources"] = resources_report
-    funnel.update({"spec": subset, "description": spec.description, "spec_file": str(config.spec),
-                   "approximate": config.approximate, "shards": len(shards)})
-    if funnel["kept"] != len(uids):
-        raise PoolError(f"subsets/{subset}: parts hold {len(uids)} uids but shard reports say {funnel['kept']}")
-    pool.write_json(f"subsets/{subset}/funnel.json", funnel)
-    if not quiet:
-        print_funnel(subset, funnel)
-    return funnel
+    def key(self, config: FilterConfig) -> str:
+        return layout.stage_key(self.name, _subset_name(config))
+
+    def requires(self, config: FilterConfig) -> tuple[str, ...]:
+        if not config.spec:
+            return ("population",)
+        spec, _ = load_spec(config.spec)
+        needs = ["population"]
+        if dedup_methods(spec):
+            needs.append("dedup")
+        if any(isinstance(c, ClusterCondition) for c in iter_conditions(spec.conditions)):
+            needs.append("embeddings")
+        return tuple(needs)
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        config: FilterConfig = ctx.config
+        pool = ctx.pool
+        assert config.spec  # key() refused a config without one
+        spec, _, catalog, embeddings = _prepare(pool, config.spec, config.name)
+        shards = population_ids(pool)
+        subset = spec.name
+        sources = {**catalog.sources, **embeddings}
+        settings = FilterSettings(spec=spec, subset=subset, sources=sources, approximate=config.approximate)
+        settings.ctx.duplicates = _read_duplicates(pool, dedup_methods(spec))
+        resources_report: list[dict[str, Any]] = []
+        resource_files: dict[str, bytes] = {}
+        if resource_conditions(spec):
+            def gather(which: list[int]) -> dict[int, list[np.ndarray]]:
+                return _gather(ctx, "kmeans_points", gather_embeddings_shard, shards, settings, which,
+                               "k-means points")
+
+            resources_report, resource_files = load_resources(
+                spec, settings.ctx, gather,
+                cached=lambda k, digest: _trained_centroids(pool, subset, k, digest, ctx.rerun))
+        if fraction_conditions(spec):
+            compute_cutoffs(ctx, shards, settings)
+        cutoffs = _cutoff_report(spec, settings.ctx.cutoffs, config.approximate)
+
+        # Everything a part depends on besides its shard: a change of any redoes every shard.
+        fingerprint = {"spec": spec.fingerprint(), "cutoffs": cutoffs, "resources": resources_report,
+                       "sources": sources,
+                       "duplicates": {m: _uids_digest(a) for m, a in settings.ctx.duplicates.items()}}
+        for rel, data in resource_files.items():
+            pool.write_bytes(layout.subset_file(subset, rel), data)
+        # Read back by `curate stats` (the spec), by the centroid cache (resources) and by
+        # `curate download --subset` (the fingerprint); it decides nothing here.
+        pool.write_json(layout.subset_spec(subset), {"fingerprint": fingerprint_of(fingerprint),
+                                                     "spec_file": str(config.spec),
+                                                     "spec": spec.model_dump(by_alias=True, exclude_none=True),
+                                                     "resources": resources_report})
+        result = ctx.run_pass(Pass(
+            APPLY_PASS, filter_shard, {sid: sid for sid in shards}, settings, fingerprint=fingerprint,
+            outputs=lambda sid, _payload, _stats: [layout.subset_part(subset, sid)],
+        ))
+        current = {f"{sid}.parquet" for sid in shards}
+        for name in pool.listdir(layout.subset_parts(subset)):
+            if name.endswith(".parquet") and name not in current:  # a shard no longer in the pool
+                pool.remove(layout.subset_part(subset, name.removesuffix(".parquet")))
+
+        uids, npy = _merge_parts(pool, subset, shards)
+        pool.write_parquet(layout.subset_uids(subset), pa.table({"uid": uids}))
+        pool.write_bytes(layout.subset_npy(subset), _npy_bytes(npy))
+        funnel = build_funnel([c.label() for c in spec.conditions], result.totals, cutoffs)
+        if resources_report:
+            funnel["resources"] = resources_report
+        funnel.update({"spec": subset, "description": spec.description, "spec_file": str(config.spec),
+                       "approximate": config.approximate, "shards": len(shards)})
+        if funnel["kept"] != len(uids):
+            raise PoolError(f"{pool.uri(layout.subset_dir(subset))}: parts hold {len(uids)} uids but shard "
+                            f"reports say {funnel['kept']}")
+        pool.write_json(layout.subset_funnel(subset), funnel)
+        if not ctx.quiet:
+            print_funnel(subset, funnel)
+        return funnel
+
+
+def run(pool: Pool, config: FilterConfig, *, ray_address: str | None = None, rerun: bool = False,
+        quiet: bool = False) -> dict[str, Any]:
+    """Apply config.spec to the pool; returns reports/filter/<name>.json's content: the runner's
+    fields and the funnel (also written to subsets/<name>/funnel.json)."""
+    return runner.run(Filter(), pool, config, ray_address=ray_address, rerun=rerun, quiet=quiet)
 
 
 def _trained_centroids(pool: Pool, subset: str, k: int, digest: str, rerun: bool) -> np.ndarray | None:
     """Centroids an earlier run of this subset trained on the same points with the same settings."""
-    meta_rel, rel = f"subsets/{subset}/spec.json", f"subsets/{subset}/{centroids_name(k)}"
+    meta_rel, rel = layout.subset_spec(subset), layout.subset_file(subset, centroids_name(k))
     if rerun or not pool.exists(meta_rel) or not pool.exists(rel):
         return None
     previous = pool.read_json(meta_rel).get("resources") or []
@@ -279,7 +298,7 @@ def _trained_centroids(pool: Pool, subset: str, k: int, digest: str, rerun: bool
 
 def _merge_parts(pool: Pool, subset: str, shards: list[str]) -> tuple[pa.Array, np.ndarray]:
     """All kept uids in string order, and DataComp's sorted uids.npy array of them."""
-    tables = [pool.read_parquet(_part_rel(subset, sid)) for sid in shards]
+    tables = [pool.read_parquet(layout.subset_part(subset, sid)) for sid in shards]
     if not tables:
         return pa.array([], pa.string()), uids_to_npy_array([])
     uids = pa.concat_tables(tables)["uid"].combine_chunks()

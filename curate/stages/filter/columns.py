@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.population import is_metadata_part, population_ids, population_rel, read_rows
-from curate.stages.filter.uidkeys import all_unique
+from curate.uid import all_unique
 
 # Shard-table columns a spec may use (status/error_message describe failures, which never reach filters).
 SHARD_VALUE_COLUMNS = ("caption", "url", "width", "height", "original_width", "original_height", "sha256")
@@ -53,7 +54,7 @@ def read_catalog(pool: Pool, shard_id: str | None = None) -> ColumnCatalog:
     own task later, not the whole stage here."""
     shards = population_ids(pool)
     if not shards:
-        raise PoolError(f"{pool.url}: no finished download shards (_done/download/ is empty); run download first")
+        raise PoolError(f"{pool.url}: no finished download shards (_done/download/fetch/ is empty); run download first")
     if shard_id is not None:
         return _catalog_of(pool, shard_id)
     first_error: PoolError | None = None
@@ -78,23 +79,25 @@ def _catalog_of(pool: Pool, shard: str) -> ColumnCatalog:
             types[name] = shard_schema.field(name).type
     scorers = []
     # Score tables are written per download shard, so they cannot line up with metadata parts.
-    for scorer in [] if metadata else pool.listdir("scores"):
-        files = [f for f in pool.listdir("scores", scorer) if f.endswith(".parquet")]
+    for scorer in [] if metadata else pool.listdir(layout.SCORES):
+        files = [f for f in pool.listdir(layout.scores_dir(scorer)) if f.endswith(".parquet")]
         if not files:
             continue
         scorers.append(scorer)
-        rel = posixpath.join("scores", scorer, f"{shard}.parquet")
-        schema = pool.parquet_schema(rel if pool.exists(rel) else posixpath.join("scores", scorer, files[0]))
+        rel = layout.scores_file(scorer, shard)
+        if not pool.exists(rel):
+            rel = layout.scores_file(scorer, files[0][: -len(".parquet")])
+        schema = pool.parquet_schema(rel)
         for fld in schema:
             # Shard columns win over a scorer's copy of them; the first scorer (by name) wins a clash.
             if fld.name != "uid" and fld.name not in sources:
-                sources[fld.name] = f"scores/{scorer}"
+                sources[fld.name] = layout.scores_dir(scorer)
                 types[fld.name] = fld.type
     for name, (inputs, _) in DERIVED.items():
         if name not in sources and all(i in sources for i in inputs):
             sources[name] = "derived"
             types[name] = pa.float64() if name == "side_ratio" else pa.int64()
-    dedup = tuple(f[: -len(".parquet")] for f in pool.listdir("dedup") if f.endswith(".parquet"))
+    dedup = tuple(f[: -len(".parquet")] for f in pool.listdir(layout.DEDUP) if f.endswith(".parquet"))
     return ColumnCatalog(sources, types, dedup, tuple(scorers))
 
 
@@ -114,15 +117,15 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
     by_scorer: dict[str, list[str]] = {}
     for name in sorted(columns):
         src = sources.get(name, "")
-        if src.startswith(("scores/", "embeddings/")):
+        if src.startswith((f"{layout.SCORES}/", f"{layout.EMBEDDINGS}/")):
             by_scorer.setdefault(src, []).append(name)
     aligned = False
     for src, names in sorted(by_scorer.items()):
-        rel = f"{src}/{shard_id}.parquet"
+        rel = posixpath.join(src, f"{shard_id}.parquet")  # src: layout.scores_dir or embeddings_dir
         if not pool.exists(rel):
             raise PoolError(f"{pool.uri(rel)}: missing (needed for {', '.join(names)}); run that scorer on this shard")
         # An embedding is named embedding:<scorer>:<column> in the table, <column> in its file.
-        stored = [n.rsplit(":", 1)[1] if src.startswith("embeddings/") else n for n in names]
+        stored = [n.rsplit(":", 1)[1] if src.startswith(f"{layout.EMBEDDINGS}/") else n for n in names]
         scores = pool.read_parquet(rel, columns=["uid", *stored]).rename_columns(["uid", *names])
         if table["uid"].null_count == 0 and scores["uid"].equals(table["uid"]):
             # Scorers write one row per successful sample in shard order, so the uid columns are
@@ -132,7 +135,7 @@ def load_shard_columns(pool: Pool, shard_id: str, columns: set[str], sources: di
                 table = table.append_column(name, scores[name])
             continue
         rows = table.num_rows
-        if src.startswith("embeddings/"):
+        if src.startswith(f"{layout.EMBEDDINGS}/"):
             # Acero cannot carry fixed-size lists through a join: look each uid up instead.
             if not all_unique(scores["uid"]):
                 raise PoolError(f"{pool.uri(rel)}: uid values repeat; an embedding table must hold one row per sample")

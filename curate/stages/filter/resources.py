@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curate import layout
 from curate.errors import ConfigError
 from curate.extras import require
 from curate.pool import Pool
@@ -47,11 +48,11 @@ def embedding_sources(spec: FilterSpec, pool: Pool, sources: SourceMap) -> dict[
         if not isinstance(cond, ClusterCondition):
             continue
         args = cond.image_clusters
-        files = [f for f in pool.listdir("embeddings", args.embeddings) if f.endswith(".parquet")]
+        files = [f for f in pool.listdir(layout.embeddings_dir(args.embeddings)) if f.endswith(".parquet")]
         if not files:
             raise ConfigError(f"{sources.where(cond, 'image_clusters')}: no embeddings/{args.embeddings}/ in the "
                               f"pool; score with a clip scorer named {args.embeddings!r} and image_embeddings: true")
-        out[cl.embedding_key(args.embeddings, args.column)] = f"embeddings/{args.embeddings}"
+        out[cl.embedding_key(args.embeddings, args.column)] = layout.embeddings_dir(args.embeddings)
     return out
 
 
@@ -71,8 +72,8 @@ def check_training_placement(spec: FilterSpec, sources: SourceMap) -> None:
                                   "image_clusters (move this condition before them)")
 
 
-def gather_embeddings_shard(pool: Pool, shard_id: str, settings: FilterSettings,
-                            which: list[int]) -> dict[int, np.ndarray]:
+def gather_embeddings_shard(pool: Pool, shard_id: str, which: list[int],
+                            settings: FilterSettings) -> dict[int, np.ndarray]:
     """For resource conditions `which`: the embeddings of this shard's rows passing the earlier conditions."""
     spec = settings.spec
     conds = resource_conditions(spec)

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 from fastwarc.warc import WarcRecord, WarcRecordType
 
+from curate import layout
 from curate.pool import Pool
 from curate.stages.ingest.candidates import (
     CANDIDATE_SCHEMA,
@@ -44,10 +45,6 @@ def add_counted_page(buf: LinkBuffer, counts: Counter, page_url: Any, base: Any,
     counts["record_with_images"] += 1
     buf.add_page(page_url, base, lang, links)
     return True
-
-
-def candidates_rel(shard_id: str) -> str:
-    return f"candidates/part-{shard_id}.parquet"
 
 
 def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
@@ -161,7 +158,7 @@ def ingest_shard(pool: Pool, shard_id: str, payload: InputFile, rules: Candidate
     counts: Counter[str] = Counter()
     with open_input(payload.url) as fh:
         table, sizes = extract_file(fh, rules, payload.url, payload.crawl, counts)
-    pool.write_parquet(candidates_rel(shard_id), table, compression="zstd")
+    pool.write_parquet(layout.candidates_file(shard_id), table, compression="zstd")
     return {
         "samples": sizes["image_links"],
         "candidates": table.num_rows,

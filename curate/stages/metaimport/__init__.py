@@ -18,11 +18,8 @@ Bad input stops the import in pass 1 or 2 with one line naming the file; nothing
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import io
-import multiprocessing
-import os
 import posixpath
 import shutil
 import tempfile
@@ -38,12 +35,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import runner
 from curate.errors import ConfigError, PoolError
 from curate.pool import TMP_MARK, Pool, fs_protocols
 from curate.population import MANIFEST_REL, METADATA_DIR, PART_PREFIX, manifest, part_rel
 from curate.progress import console
 from curate.shards import list_shards
+from curate.stage import Pass, Resources, Stage, StageContext
 from curate.stages.dedup.embeddings import embedding_array
+from curate.uid import uid_halves
 
 __all__ = ["ImportSettings", "run"]
 
@@ -69,7 +69,7 @@ class ImportSettings:
     language_model: str | None = None
     replace: bool = False
     scratch_dir: str | None = None  # local directory for the uid buckets; default: the system temp dir
-    workers: int | None = None  # processes writing files in parallel; default: one per CPU
+    workers: int | None = None  # 1: write files one by one in this process; otherwise one Ray task per file
 
 
 @dataclass
@@ -209,34 +209,6 @@ def _describe(shapes: dict[str, int]) -> str:
 
 # ------------------------------------------------------------------------------- uids
 
-_HEX = np.full(256, 255, np.uint8)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-
-
-def uid_halves(uids: pa.Array, shown: str, first_row: int) -> np.ndarray:
-    """(n, 2) big-endian uint64 halves of 32-lowercase-hex uids, vectorised; a bad one is named."""
-    if uids.null_count:
-        row = first_row + int(np.flatnonzero(uids.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ConfigError(f"{shown}: row {row}: uid is null")
-    uids = uids.cast(pa.large_string()) if not pa.types.is_large_string(uids.type) else uids
-    offsets = np.frombuffer(uids.buffers()[1], np.int64)[uids.offset: uids.offset + len(uids) + 1]
-    lengths = np.diff(offsets)
-    bad = np.flatnonzero(lengths != 32)
-    if bad.size == 0 and len(uids):
-        chars = np.frombuffer(uids.buffers()[2], np.uint8)[offsets[0]: offsets[-1]].reshape(-1, 32)
-        nibbles = _HEX[chars]
-        bad = np.flatnonzero((nibbles == 255).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
-        raise ConfigError(f"{shown}: row {first_row + row}: uid {uids[row].as_py()!r} is not 32 lowercase hex "
-                          "characters (DataComp's and curate's uid format)")
-    if not len(uids):
-        return np.empty((0, 2), ">u8")
-    packed = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
-    return np.ascontiguousarray(packed).view(">u8").reshape(-1, 2)
-
-
 def check_uids(files: list[_Input], scratch: str, batch_rows: int) -> int:
     """Pass 2: validate every uid and find any repeat, in bounded memory; returns the row count."""
     nbuckets = 1 << BUCKET_BITS
@@ -246,7 +218,7 @@ def check_uids(files: list[_Input], scratch: str, batch_rows: int) -> int:
         for index, inp in enumerate(files):
             row = 0
             for batch in _batches(inp, ["uid"], batch_rows):
-                halves = uid_halves(batch.column(0), inp.url, row)
+                halves = uid_halves(batch.column(0), inp.url, row, ConfigError)
                 rec = np.empty(len(halves), RECORD)
                 rec["hi"], rec["lo"], rec["file"] = halves[:, 0], halves[:, 1], index
                 bucket = (halves[:, 0].astype(np.uint64) >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
@@ -397,39 +369,22 @@ def _first_parts(files: list[_Input], rows_per_part: int) -> list[int]:
     return out
 
 
-def write_parts(pool: Pool, files: list[_Input], settings: ImportSettings, token: str,
-                quiet: bool) -> dict[str, dict[str, Any]]:
-    """Pass 3: every file's parts, files in parallel worker processes; returns part id → info."""
+def _write_file(pool: Pool, _sid: str, job: tuple[_Input, int, str], settings: ImportSettings) -> dict[str, Any]:
+    inp, first_part, token = job
+    return write_file(pool, inp, first_part, settings, token)
+
+
+def write_parts(ctx: StageContext, files: list[_Input], settings: ImportSettings,
+                token: str) -> dict[str, dict[str, Any]]:
+    """Pass 3: every file's parts, one runner task per input file; returns part id → info.
+
+    A gather pass (no markers): the import is published whole or not at all, so a killed one
+    starts again from pass 1."""
     firsts = _first_parts(files, settings.rows_per_part)
-    workers = max(1, min(settings.workers or os.cpu_count() or 1, len(files)))
-    started, done_rows, total = time.time(), 0, sum(f.rows for f in files)
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-
-    def finished(i: int, parts: dict[str, dict[str, Any]]) -> None:
-        nonlocal done_rows
-        results[i] = parts
-        done_rows += files[i].rows
-        if not quiet:
-            rate = done_rows / max(time.time() - started, 1e-9)
-            console.print(f"[import] {done_rows:,}/{total:,} rows written ({rate:,.0f} rows/s)", markup=False)
-
-    if workers == 1:
-        for i, inp in enumerate(files):
-            finished(i, write_file(pool, inp, firsts[i], settings, token))
-    else:
-        # spawn: a forked child would inherit pyarrow's and fastText's threads mid-flight.
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
-            futures = {executor.submit(write_file, pool, inp, firsts[i], settings, token): i
-                       for i, inp in enumerate(files)}
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    finished(futures[future], future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    return {pid: info for i in sorted(results) for pid, info in results[i].items()}
+    jobs = {f"{i:06d}": (inp, firsts[i], token) for i, inp in enumerate(files)}
+    results = ctx.gather(Pass("write", _write_file, jobs, settings, resources=Resources(max_retries=0),
+                              in_driver=settings.workers == 1), what="write")
+    return {pid: info for parts in results for pid, info in parts.items()}
 
 
 # ------------------------------------------------------------------------------- run
@@ -446,10 +401,35 @@ def _check_pool(pool: Pool, settings: ImportSettings) -> dict[str, Any] | None:
     return previous
 
 
-def run(pool: Pool, inputs: list[str], settings: ImportSettings, *, quiet: bool = False) -> dict[str, Any]:
+class Import(Stage):
+    """Metadata files → metadata/ (+ embeddings/): checks on the driver, then one `write` pass."""
+
+    name = "import"
+    config_class = ImportSettings
+    reads = ()
+    writes = ("metadata", "population", "embeddings")
+
+    def __init__(self, inputs: list[str]) -> None:
+        self.inputs = inputs
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        return _import(ctx, self.inputs, ctx.config)
+
+
+def run(pool: Pool, inputs: list[str], settings: ImportSettings, *, ray_address: str | None = None,
+        quiet: bool = False) -> dict[str, Any]:
     """Import metadata into `pool`; returns the manifest (also metadata/_import.json)."""
     if not inputs:
         raise ConfigError("import: no metadata files given")
+    report = runner.run(Import(inputs), pool, settings, ray_address=ray_address, quiet=quiet)
+    return {k: report[k] for k in _MANIFEST_KEYS}
+
+
+_MANIFEST_KEYS = ("rows", "parts", "columns", "embeddings", "renamed", "inputs", "language", "seconds")
+
+
+def _import(ctx: StageContext, inputs: list[str], settings: ImportSettings) -> dict[str, Any]:
+    pool, quiet = ctx.pool, ctx.quiet
     previous = _check_pool(pool, settings)
     started = time.time()
     files = check_inputs(inputs)
@@ -463,7 +443,7 @@ def run(pool: Pool, inputs: list[str], settings: ImportSettings, *, quiet: bool 
                       f"({time.time() - started:.1f}s)", markup=False)
     token = uuid.uuid4().hex[:12]
     try:
-        parts = write_parts(pool, files, settings, token, quiet)
+        parts = write_parts(ctx, files, settings, token)
     except BaseException:
         _remove_temporaries(pool, token)
         raise
@@ -525,7 +505,7 @@ def _members(uids: pa.Array, keys: np.ndarray, shown: str) -> np.ndarray:
     """Which uids are among the sorted keys: a binary search, 16 bytes a subset uid in memory."""
     if not len(keys) or not len(uids):
         return np.zeros(len(uids), bool)
-    mine = np.ascontiguousarray(uid_halves(uids, shown, 0)).view("S16").reshape(-1)
+    mine = np.ascontiguousarray(uid_halves(uids, shown, 0, ConfigError)).view("S16").reshape(-1)
     pos = np.minimum(np.searchsorted(keys, mine), len(keys) - 1)
     return keys[pos] == mine
 
