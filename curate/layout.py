@@ -107,8 +107,26 @@ def dedup_table(method: str) -> str:
     return f"{DEDUP}/{method}.parquet"
 
 
-def dedup_work(method: str) -> str:
-    return f"{DEDUP_WORK}/{method}"
+def dedup_work(method: str, run: str | None = None) -> str:
+    """A method's intermediates; `run` (the fingerprint of its config and inputs) keeps those made
+    from two configurations apart, so a resume never mixes them."""
+    return f"{DEDUP_WORK}/{method}/{run}" if run else f"{DEDUP_WORK}/{method}"
+
+
+def dedup_centroids(work: str) -> str:
+    return f"{work}/centroids.npy"
+
+
+def dedup_parts(work: str) -> str:
+    return f"{work}/parts"
+
+
+def dedup_part(work: str, bucket: str, shard_id: str) -> str:
+    return f"{work}/parts/{bucket}/{shard_id}.parquet"
+
+
+def dedup_result(work: str, part: str) -> str:
+    return f"{work}/result/{part}.parquet"
 
 
 # ---------------------------------------------------------------- filter subsets
@@ -177,6 +195,18 @@ def export_dir(name: str) -> str:
 
 def export_report(name: str) -> str:
     return f"{EXPORTS}/{name}/report.json"
+
+
+def export_tar(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/{shard}.tar"
+
+
+def export_metadata(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/metadata/{shard}.parquet"
+
+
+def export_images(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/images/{shard}.parquet"
 
 
 # ---------------------------------------------------------------- runner bookkeeping
