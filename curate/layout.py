@@ -99,6 +99,11 @@ def embeddings_file(scorer: str, shard_id: str) -> str:
     return f"{EMBEDDINGS}/{scorer}/{shard_id}.parquet"
 
 
+def shard_table(table_dir: str, shard_id: str) -> str:
+    """One shard's table in a per-shard directory (scores_dir or embeddings_dir)."""
+    return f"{table_dir}/{shard_id}.parquet"
+
+
 # ---------------------------------------------------------------- dedup
 DEDUP_WORK = f"{DEDUP}/_work"
 

@@ -96,7 +96,10 @@ def test_semantic_finds_planted_copies(planted: PlantedPool) -> None:
                               "cluster_tasks": 3}), quiet=True)
     result = read_result(planted.pool, "semantic")
     assert_finds_planted(planted, result, PERCEPTUAL_KINDS)
-    assert not planted.pool.exists("dedup/_work/semantic/parts")  # shuffle parts are cleaned up
+    # Shuffle parts are cleaned up; the run's centroids stay.
+    runs = [layout.dedup_work("semantic", r) for r in planted.pool.listdir(layout.dedup_work("semantic"))]
+    assert runs and all(planted.pool.exists(layout.dedup_centroids(w)) for w in runs)
+    assert not any(planted.pool.exists(layout.dedup_parts(w)) for w in runs)
 
 
 def test_semantic_keep_farthest_from_centroid(planted: PlantedPool) -> None:

@@ -66,7 +66,7 @@ def find_score_dir(pool: Pool, column: str, shards: list[str]) -> str:
 
 
 def read_shard_columns(pool: Pool, rel_dir: str, shards: list[str], columns: list[str]) -> pa.Table:
-    tables = [pool.read_parquet(f"{rel_dir}/{s}.parquet", columns=columns) for s in shards]
+    tables = [pool.read_parquet(layout.shard_table(rel_dir, s), columns=columns) for s in shards]
     return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
 
 

@@ -50,7 +50,8 @@ def nearest_eval(pool_emb: np.ndarray, eval_emb: np.ndarray) -> tuple[np.ndarray
 
 
 def contamination_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, Any]) -> dict[str, Any]:
-    table = pool.read_parquet(f"{settings['embeddings_dir']}/{shard_id}.parquet", columns=["uid", settings["column"]])
+    table = pool.read_parquet(layout.shard_table(settings["embeddings_dir"], shard_id),
+                              columns=["uid", settings["column"]])
     emb = embedding_matrix(table[settings["column"]])
     eval_emb = np.asarray(settings["eval_embeddings"], dtype=np.float32)
     if len(emb) and emb.shape[1] != eval_emb.shape[1]:
@@ -91,7 +92,7 @@ def run_decontaminate(ctx: StageContext, method: DecontaminateDedup, *,
                                                    batch_size=method.batch_size)
     else:
         names, vectors = eval_embeddings
-    _check_dims(pool, f"{embeddings_dir}/{shards[0]}.parquet", method.column, vectors.shape[1])
+    _check_dims(pool, layout.shard_table(embeddings_dir, shards[0]), method.column, vectors.shape[1])
     search = {"embeddings_dir": embeddings_dir, "column": method.column, "eval_embeddings": vectors,
               "threshold": method.threshold, "work": work}
     tables = inputs["tables"] if inputs else {}

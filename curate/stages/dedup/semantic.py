@@ -105,7 +105,8 @@ def cluster_duplicates(emb: np.ndarray, threshold: float) -> tuple[np.ndarray, n
 # ------------------------------------------------------------------------------------------ shard tasks
 def assign_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, Any]) -> dict[str, Any]:
     """Nearest centroid for each sample of one embedding shard, written to its cluster bucket."""
-    table = pool.read_parquet(f"{settings['embeddings_dir']}/{shard_id}.parquet", columns=["uid", settings["column"]])
+    table = pool.read_parquet(layout.shard_table(settings["embeddings_dir"], shard_id),
+                              columns=["uid", settings["column"]])
     emb = embedding_matrix(table[settings["column"]])
     centroids = np.asarray(settings["centroids"], dtype=np.float32)
     index = faiss.IndexFlatIP(centroids.shape[1])
@@ -119,7 +120,8 @@ def assign_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, A
         "embedding": embedding_array(emb),
     })
     if settings.get("score_dir"):
-        scores = pool.read_parquet(f"{settings['score_dir']}/{shard_id}.parquet", columns=["uid", settings["score"]])
+        scores = pool.read_parquet(layout.shard_table(settings["score_dir"], shard_id),
+                                   columns=["uid", settings["score"]])
         out = attach_score(out, scores, settings["score"])
     bucket = cluster % settings["buckets"]
     # Every bucket gets a part, empty or not: a shard's parts are then a known list of files (the
@@ -192,13 +194,13 @@ def draw_sample(pool: Pool, embeddings_dir: str, column: str, shards: list[str],
     """A uid-hash sample of about sample_size normalised embeddings, in uid order; and the pool size."""
     total = 0
     for s in shards:
-        total += pool.parquet_metadata(f"{embeddings_dir}/{s}.parquet").num_rows
+        total += pool.parquet_metadata(layout.shard_table(embeddings_dir, s)).num_rows
     if total == 0:
         return np.zeros((0, 0), np.float32), 0
     cutoff = np.uint64(min(2**64 - 1, int(2**64 * min(1.0, sample_size / total))))
     picked = []
     for s in shards:
-        table = pool.read_parquet(f"{embeddings_dir}/{s}.parquet", columns=["uid", column])
+        table = pool.read_parquet(layout.shard_table(embeddings_dir, s), columns=["uid", column])
         keep = uid_prefix_u64(table["uid"]) < cutoff if sample_size < total else np.ones(table.num_rows, bool)
         picked.append(table.filter(pa.array(keep)))
     sample = sort_by_uid(pa.concat_tables(picked))

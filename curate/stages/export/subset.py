@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import layout
 from curate.errors import ConfigError, first_line
 from curate.pool import Pool, fs_protocols
 from curate.uid import check_uids, npy_array_to_uids
 
-SUBSET_ROOTS = ("subsets", "balanced")
+SUBSET_ROOTS = (layout.SUBSETS, layout.BALANCED)
 UID_FILES = ("uids.parquet", "uids.npy")
 
 
