@@ -101,6 +101,11 @@ def embeddings_file(scorer: str, shard_id: str) -> str:
     return f"{EMBEDDINGS}/{scorer}/{shard_id}.parquet"
 
 
+def shard_table(table_dir: str, shard_id: str) -> str:
+    """One shard's table in a per-shard directory (scores_dir or embeddings_dir)."""
+    return f"{table_dir}/{shard_id}.parquet"
+
+
 # ---------------------------------------------------------------- dedup
 DEDUP_WORK = f"{DEDUP}/_work"
 
@@ -109,8 +114,26 @@ def dedup_table(method: str) -> str:
     return f"{DEDUP}/{method}.parquet"
 
 
-def dedup_work(method: str) -> str:
-    return f"{DEDUP_WORK}/{method}"
+def dedup_work(method: str, run: str | None = None) -> str:
+    """A method's intermediates; `run` (the fingerprint of its config and inputs) keeps those made
+    from two configurations apart, so a resume never mixes them."""
+    return f"{DEDUP_WORK}/{method}/{run}" if run else f"{DEDUP_WORK}/{method}"
+
+
+def dedup_centroids(work: str) -> str:
+    return f"{work}/centroids.npy"
+
+
+def dedup_parts(work: str) -> str:
+    return f"{work}/parts"
+
+
+def dedup_part(work: str, bucket: str, shard_id: str) -> str:
+    return f"{work}/parts/{bucket}/{shard_id}.parquet"
+
+
+def dedup_result(work: str, part: str) -> str:
+    return f"{work}/result/{part}.parquet"
 
 
 # ---------------------------------------------------------------- filter subsets
@@ -202,6 +225,18 @@ def export_dir(name: str) -> str:
 
 def export_report(name: str) -> str:
     return f"{EXPORTS}/{name}/report.json"
+
+
+def export_tar(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/{shard}.tar"
+
+
+def export_metadata(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/metadata/{shard}.parquet"
+
+
+def export_images(name: str, shard: str) -> str:
+    return f"{EXPORTS}/{name}/images/{shard}.parquet"
 
 
 # ---------------------------------------------------------------- runner bookkeeping

@@ -23,7 +23,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import PoolError
+from curate.errors import PoolError, first_line
 
 T = TypeVar("T")
 
@@ -95,7 +95,7 @@ class Pool:
         try:
             return json.loads(data)
         except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError on binary garbage
-            raise PoolError(f"{self.uri(rel)}: not valid JSON ({_first_line(exc)})") from exc
+            raise PoolError(f"{self.uri(rel)}: not valid JSON ({first_line(exc)})") from exc
 
     def remove(self, rel: str, recursive: bool = False) -> None:
         if self.exists(rel):
@@ -151,7 +151,7 @@ class Pool:
             try:
                 return read(fh)
             except (pa.ArrowException, OSError, ValueError) as exc:
-                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({_first_line(exc)})") from exc
+                raise PoolError(f"{self.uri(rel)}: unreadable parquet ({first_line(exc)})") from exc
 
     def read_parquet_dir(self, rel_dir: str, columns: list[str] | None = None) -> pa.Table:
         """Concatenate every parquet file directly under a directory, in name order."""
@@ -229,11 +229,6 @@ class Pool:
     def read_report(self, stage: str) -> dict[str, Any] | None:
         rel = f"reports/{stage}.json"
         return self.read_json(rel) if self.exists(rel) else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def fs_protocols(fs: fsspec.AbstractFileSystem) -> set[str]:

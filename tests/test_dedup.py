@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from curate import layout
 from curate.config import DedupConfig
-from curate.errors import ConfigError, PoolError
+from curate.errors import ConfigError, PoolError, StageFailed
 from curate.pool import Pool
 from curate.stages.dedup import run
 from tests.test_dedup_pool import COPY_KINDS, PlantedPool, build_pool, pair_scores
@@ -94,7 +96,10 @@ def test_semantic_finds_planted_copies(planted: PlantedPool) -> None:
                               "cluster_tasks": 3}), quiet=True)
     result = read_result(planted.pool, "semantic")
     assert_finds_planted(planted, result, PERCEPTUAL_KINDS)
-    assert not planted.pool.exists("dedup/_work/semantic/parts")  # shuffle parts are cleaned up
+    # Shuffle parts are cleaned up; the run's centroids stay.
+    runs = [layout.dedup_work("semantic", r) for r in planted.pool.listdir(layout.dedup_work("semantic"))]
+    assert runs and all(planted.pool.exists(layout.dedup_centroids(w)) for w in runs)
+    assert not any(planted.pool.exists(layout.dedup_parts(w)) for w in runs)
 
 
 def test_semantic_keep_farthest_from_centroid(planted: PlantedPool) -> None:
@@ -153,6 +158,92 @@ def test_rerun_skips_finished_methods_and_redoes_changed_ones(tmp_path) -> None:
     assert planted.pool.read_report("dedup")["methods"]["exact"]["keep"] == "highest_score"
 
 
+def _ran(report: dict, pass_name: str) -> int | None:
+    """How many shards of one pass ran in this run (None: the pass did not run at all)."""
+    p = report["passes"].get(pass_name)
+    return None if p is None else p["shards_run_now"]
+
+
+def test_changed_method_config_or_input_redoes_only_that_method(tmp_path) -> None:
+    planted = build_pool(str(tmp_path / "pool"), n_originals=20, n_duplicated=5, n_shards=2)
+    pool = planted.pool
+    exact, perceptual = {"method": "exact"}, {"method": "perceptual", "max_distance": 10}
+    first = run(pool, config(exact, perceptual), quiet=True)
+    assert _ran(first, "exact/groups") == 1 and _ran(first, "perceptual/groups") == 1
+    tables = {n: pool.read_bytes(layout.dedup_table(n)) for n in ("exact", "perceptual")}
+    # Unchanged: both skipped, their statistics kept from the first run, tables untouched.
+    again = run(pool, config(exact, perceptual), quiet=True)
+    assert _ran(again, "exact/groups") == 0 and _ran(again, "perceptual/groups") == 0
+    assert again["methods"] == first["methods"]
+    assert {n: pool.read_bytes(layout.dedup_table(n)) for n in tables} == tables
+    # A changed setting of one method redoes that method only.
+    changed = run(pool, config(exact, {**perceptual, "max_distance": 4}), quiet=True)
+    assert _ran(changed, "exact/groups") == 0 and _ran(changed, "perceptual/groups") == 1
+    assert changed["methods"]["perceptual"]["config"]["max_distance"] == 4
+    # A changed input table (phashes re-scored for one shard) redoes the method that reads it.
+    rel = layout.scores_file("image_stats", "00000001")
+    table = pool.read_parquet(rel)
+    pool.write_parquet(rel, table.set_column(1, "phash", pa.array([0] * table.num_rows, pa.uint64())))
+    rescored = run(pool, config(exact, {**perceptual, "max_distance": 4}), quiet=True)
+    assert _ran(rescored, "exact/groups") == 0 and _ran(rescored, "perceptual/groups") == 1
+    assert rescored["methods"]["perceptual"]["samples_removed"] > changed["methods"]["perceptual"]["samples_removed"]
+
+
+def test_semantic_unchanged_rerun_skips_every_pass_and_changed_eps_redoes(tmp_path) -> None:
+    planted = build_pool(str(tmp_path / "pool"), n_originals=20, n_duplicated=5, n_shards=2)
+    pool = planted.pool
+    sem = {"method": "semantic", "embeddings": "proj", "eps": 0.1, "n_clusters": 4, "cluster_tasks": 2}
+    first = run(pool, config(sem), quiet=True)
+    assert _ran(first, "semantic/assign") == 2 and _ran(first, "semantic/clusters") == 2
+    # Finished with this config and these inputs: no centroids, no assignment, nothing read.
+    again = run(pool, config(sem), quiet=True)
+    assert set(again["passes"]) == {"semantic/groups"} and _ran(again, "semantic/groups") == 0
+    assert again["methods"]["semantic"] == first["methods"]["semantic"]
+    changed = run(pool, config({**sem, "eps": 0.3}), quiet=True)
+    assert _ran(changed, "semantic/assign") == 2 and _ran(changed, "semantic/clusters") == 2
+    assert changed["methods"]["semantic"]["config"]["eps"] == 0.3
+    # The intermediates of the earlier configuration are gone: one run directory remains.
+    assert len(pool.listdir(layout.dedup_work("semantic"))) == 1
+
+
+@pytest.mark.fault("dedup", "a semantic dedup killed part-way (one cluster bucket failed)",
+                   "the rerun redoes only that bucket; the table equals a clean run's")
+def test_semantic_resumes_only_the_failed_bucket(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curate.stages.dedup import semantic
+
+    planted = build_pool(str(tmp_path / "pool"), n_originals=20, n_duplicated=5, n_shards=2)
+    clean = build_pool(str(tmp_path / "clean"), n_originals=20, n_duplicated=5, n_shards=2)
+    sem = {"method": "semantic", "embeddings": "proj", "eps": 0.1, "n_clusters": 4, "cluster_tasks": 3}
+    real = semantic.dedup_bucket
+
+    def dies_on_bucket_1(pool, bucket, payload, settings):  # type: ignore[no-untyped-def]
+        if bucket == "00001":
+            raise RuntimeError("worker killed")
+        return real(pool, bucket, payload, settings)
+
+    monkeypatch.setattr(semantic, "dedup_bucket", dies_on_bucket_1)
+    with pytest.raises(StageFailed, match="00001"):
+        run(planted.pool, config(sem), quiet=True)
+    assert not planted.pool.exists(layout.dedup_table("semantic"))
+    monkeypatch.setattr(semantic, "dedup_bucket", real)
+    report = run(planted.pool, config(sem), quiet=True)
+    assert _ran(report, "semantic/assign") == 0 and _ran(report, "semantic/clusters") == 1
+    run(clean.pool, config(sem), quiet=True)
+    assert planted.pool.read_parquet(layout.dedup_table("semantic")).equals(
+        clean.pool.read_parquet(layout.dedup_table("semantic")))
+
+
+def test_rerun_with_only_redoes_the_named_method_alone(tmp_path) -> None:
+    planted = build_pool(str(tmp_path / "pool"), n_originals=10, n_duplicated=2, n_shards=2)
+    methods = config({"method": "exact"}, {"method": "perceptual", "max_distance": 10})
+    run(planted.pool, methods, quiet=True)
+    redo = run(planted.pool, methods, rerun=True, only=["exact"], quiet=True)
+    assert set(redo["passes"]) == {"exact/groups"} and _ran(redo, "exact/groups") == 1
+    assert set(redo["methods"]) == {"exact", "perceptual"}  # the other method stays listed
+    after = run(planted.pool, methods, quiet=True)
+    assert _ran(after, "exact/groups") == 0 and _ran(after, "perceptual/groups") == 0
+
+
 @pytest.mark.fault("dedup", "missing score or embedding tables", "a clear error naming the table")
 def test_missing_inputs_are_clear_errors(tmp_path) -> None:
     planted = build_pool(str(tmp_path / "pool"), n_originals=6, n_duplicated=2, n_shards=2)
@@ -169,7 +260,6 @@ def test_missing_inputs_are_clear_errors(tmp_path) -> None:
 
 @pytest.mark.fault("dedup", "samples without a phash", "counted by reason, not silently dropped")
 def test_missing_phash_is_counted_not_dropped(tmp_path) -> None:
-    import pyarrow as pa
 
     planted = build_pool(str(tmp_path / "pool"), n_originals=10, n_duplicated=2, n_shards=1)
     table = planted.pool.read_parquet("scores/image_stats/00000000.parquet")

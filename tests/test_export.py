@@ -12,8 +12,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from curate import layout
 from curate.config import ExportConfig
-from curate.errors import ConfigError
+from curate.errors import ConfigError, StageFailed
 from curate.pool import Pool
 from curate.shards import iter_shard_samples
 from curate.stages import export
@@ -139,8 +140,9 @@ def test_resume_after_crash_rewrites_only_missing_shard(image_pool: ImagePool, l
     digests = {n: hashlib.sha256(pool.read_bytes(f"{out}/{n}")).hexdigest() for n in pool.listdir(out)
                if n.endswith(".tar")}
     # Simulate a worker killed mid-shard: its marker never landed, its outputs are gone.
-    victim = sorted(pool.done_shards("export/clip_b32_top"))[-1]
-    pool.remove(f"_done/export/clip_b32_top/{victim}.json")
+    markers = layout.markers_dir("export/clip_b32_top", "write")
+    victim = pool.marker_ids(markers)[-1]
+    pool.remove(layout.marker("export/clip_b32_top", "write", victim))
     pool.remove(f"{out}/{sorted(digests)[-1]}")  # the last input shard writes the last output shard
     report = export.run(pool, cfg, quiet=True)
     assert pool.read_report("export/clip_b32_top")["shards_run_now"] == 1
@@ -152,13 +154,87 @@ def test_resume_after_crash_rewrites_only_missing_shard(image_pool: ImagePool, l
     assert all(Image.open(io.BytesIO(b)).size == (64, 64) for b in images["image"].to_pylist())
 
 
-def test_different_subset_into_existing_export_needs_rerun(image_pool: ImagePool, local_executor) -> None:
+def _export_files(pool: Pool, name: str) -> dict[str, str]:
+    """Every file under exports/<name>/ (but its report), by pool-relative path, with its sha256."""
+    out = layout.export_dir(name)
+    files = [p for p in pool.fs.find(pool.path(out)) if not p.endswith("report.json")]
+    root = pool.path(out)
+    return {p[len(root) + 1 :]: hashlib.sha256(pool.fs.cat_file(p)).hexdigest() for p in files}
+
+
+def _assert_one_plan(pool: Pool, name: str, report: dict, listed: set[str]) -> None:
+    """exports/<name>/ holds exactly the shards of `report`'s plan: tars, metadata and nothing else."""
+    files = _export_files(pool, name)
+    tars = sorted(f for f in files if f.endswith(".tar"))
+    assert tars == report["output_shards"]
+    assert sorted(f for f in files if f.startswith("metadata/")) == [f"metadata/{t[:-4]}.parquet" for t in tars]
+    assert set(files) == set(tars) | {f"metadata/{t[:-4]}.parquet" for t in tars}
+    keys = [k for u in _tars(pool, name) for _, _, k, _ in _openclip_pipeline([u])]
+    assert len(keys) == len(set(keys)) == report["samples_written"]
+    assert {k.rpartition("-")[0] for k in keys} <= listed
+    meta = pool.read_parquet_dir(f"{layout.export_dir(name)}/metadata")
+    assert sorted(meta["key"].to_pylist()) == sorted(keys)
+
+
+@pytest.mark.fault("export", "a changed plan (subset or layout) into an existing export",
+                   "the old export's shards are removed and every shard is redone; an unchanged rerun skips all")
+def test_changed_plan_redoes_shards_and_leaves_no_mix(image_pool: ImagePool, local_executor) -> None:
     pool = image_pool.pool
-    export.run(pool, ExportConfig(subset="bal", name="x"), quiet=True)
-    with pytest.raises(ConfigError, match="--rerun"):
-        export.run(pool, ExportConfig(subset="clip_b32_top", name="x"), quiet=True)
-    report = export.run(pool, ExportConfig(subset="clip_b32_top", name="x"), quiet=True, rerun=True)
-    assert report["subset"].endswith("subsets/clip_b32_top/uids.parquet")
+    top = set(pool.read_parquet("subsets/clip_b32_top/uids.parquet")["uid"].to_pylist())
+    bal = set(pool.read_parquet("balanced/bal/uids.parquet")["uid"].to_pylist())
+    first = export.run(pool, ExportConfig(subset="clip_b32_top", name="x", samples_per_shard=2), quiet=True)
+    _assert_one_plan(pool, "x", first, top)
+    before = _export_files(pool, "x")
+    # Unchanged: every shard skipped, nothing rewritten.
+    again = export.run(pool, ExportConfig(subset="clip_b32_top", name="x", samples_per_shard=2), quiet=True)
+    assert again["shards_run_now"] == 0 and again["shards_skipped_as_done"] == first["input_shards"]
+    assert _export_files(pool, "x") == before
+    # Another layout (fewer, larger output shards): every shard redone, none of the old numbering left.
+    wider = export.run(pool, ExportConfig(subset="clip_b32_top", name="x", samples_per_shard=50), quiet=True)
+    assert wider["shards_run_now"] == wider["input_shards"]
+    assert len(wider["output_shards"]) < len(first["output_shards"])
+    _assert_one_plan(pool, "x", wider, top)
+    # Another subset into the same name: replaced, not mixed.
+    other = export.run(pool, ExportConfig(subset="bal", name="x", samples_per_shard=3), quiet=True)
+    assert other["subset"].endswith("balanced/bal/uids.parquet")
+    assert other["shards_run_now"] == other["input_shards"]
+    _assert_one_plan(pool, "x", other, bal)
+
+
+@pytest.mark.fault("export", "a new plan's export killed part-way (after replacing an older export)",
+                   "the rerun finishes only the missing shard of the new plan; no shard of the old one comes back")
+def test_new_plan_interrupted_then_resumed_has_only_its_shards(image_pool: ImagePool, local_executor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = image_pool.pool
+    bal = set(pool.read_parquet("balanced/bal/uids.parquet")["uid"].to_pylist())
+    export.run(pool, ExportConfig(subset="clip_b32_top", name="x", samples_per_shard=2), quiet=True)
+    victim = image_pool.shards[-1]
+    real = export.export_shard
+
+    def dies_on_victim(pool_, shard_id, payload, settings):  # type: ignore[no-untyped-def]
+        if shard_id == victim:
+            raise RuntimeError("worker killed")
+        return real(pool_, shard_id, payload, settings)
+
+    monkeypatch.setattr(export, "export_shard", dies_on_victim)
+    cfg = ExportConfig(subset="bal", name="x", samples_per_shard=3)
+    with pytest.raises(StageFailed, match=victim):
+        export.run(pool, cfg, quiet=True)
+    monkeypatch.setattr(export, "export_shard", real)
+    report = export.run(pool, cfg, quiet=True)
+    assert report["shards_run_now"] == 1 and report["shards_skipped_as_done"] == report["input_shards"] - 1
+    _assert_one_plan(pool, "x", report, bal)
+    # The same as one clean run of this plan.
+    export.run(pool, cfg.model_copy(update={"name": "clean"}), quiet=True)
+    assert sorted(_export_files(pool, "x").values()) == sorted(_export_files(pool, "clean").values())
+
+
+def test_rerun_redoes_every_shard(image_pool: ImagePool, local_executor) -> None:
+    pool = image_pool.pool
+    cfg = ExportConfig(subset="bal", name="x")
+    export.run(pool, cfg, quiet=True)
+    report = export.run(pool, cfg, quiet=True, rerun=True)
+    assert report["shards_run_now"] == report["input_shards"] > 0
 
 
 @pytest.mark.fault("export", "a missing or malformed subset (uids.npy/parquet)", "a clear error naming it")
@@ -203,6 +279,7 @@ def test_cleared_stage_markers_let_a_changed_export_start_over(image_pool: Image
     export.run(pool, ExportConfig(subset="bal", name="x"), quiet=True)
     assert pool.read_report("export")["last_export"] == "x"
     pool.clear_stage("export")
+    assert not pool.exists(layout.stage_markers("export"))
     report = export.run(pool, ExportConfig(subset="clip_b32_top", name="x"), quiet=True)
     assert report["subset"].endswith("subsets/clip_b32_top/uids.parquet")
     meta = pool.read_parquet_dir("exports/x/metadata")

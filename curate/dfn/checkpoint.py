@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from curate.dfn.config import DFNTrainConfig
-from curate.errors import ConfigError
+from curate.errors import ConfigError, first_line
 
 _CKPT = re.compile(r"^step-(\d{8})\.safetensors$")
 # Checkpoints of earlier versions were pickles; they are refused, never unpickled.
@@ -110,9 +110,8 @@ class CheckpointStore:
                 tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
                 state = _unflatten(json.loads(meta["state"]), tensors)
         except SafetensorError as exc:
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ConfigError(f"{path}: not a readable checkpoint ({first}); delete it or use a new output_dir") \
-                from None
+            raise ConfigError(f"{path}: not a readable checkpoint ({first_line(exc, 200)}); delete it or use a "
+                              "new output_dir") from None
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"{path}: a damaged checkpoint header ({type(exc).__name__}); delete it or use a "
                               "new output_dir") from None

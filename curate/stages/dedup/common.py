@@ -8,19 +8,19 @@ pool was sharded or how many workers ran.
 
 from __future__ import annotations
 
-import posixpath
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import list_shards
-
-DEDUP_DIR = "dedup"
-WORK_DIR = "dedup/_work"
+from curate.stage import Pass, StageContext, fingerprint_of
 
 _HEX = np.full(256, 255, dtype=np.uint8)
 _HEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
@@ -58,15 +58,15 @@ def require_shard_files(pool: Pool, rel_dir: str, shards: list[str], what: str) 
 def find_score_dir(pool: Pool, column: str, shards: list[str]) -> str:
     """The scores/<scorer>/ directory whose tables hold `column`."""
 
-    for scorer in pool.listdir("scores"):
-        rel = f"scores/{scorer}/{shards[0]}.parquet"
+    for scorer in pool.listdir(layout.SCORES):
+        rel = layout.scores_file(scorer, shards[0])
         if pool.exists(rel) and column in pool.parquet_schema(rel).names:
-            return f"scores/{scorer}"
-    raise PoolError(f"{pool.uri('scores')}: no scorer writes column {column!r} (needed by the keep rule)")
+            return layout.scores_dir(scorer)
+    raise PoolError(f"{pool.uri(layout.SCORES)}: no scorer writes column {column!r} (needed by the keep rule)")
 
 
 def read_shard_columns(pool: Pool, rel_dir: str, shards: list[str], columns: list[str]) -> pa.Table:
-    tables = [pool.read_parquet(posixpath.join(rel_dir, f"{s}.parquet"), columns=columns) for s in shards]
+    tables = [pool.read_parquet(layout.shard_table(rel_dir, s), columns=columns) for s in shards]
     return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
 
 
@@ -150,7 +150,7 @@ def finish(pool: Pool, name: str, result: MethodResult) -> dict:
         group = group.astype(np.int64)
     columns = {"uid": result.uids, "group": pa.array(group, pa.int64()), "is_duplicate": pa.array(is_dup, pa.bool_())}
     columns.update(result.extra)
-    pool.write_parquet(f"{DEDUP_DIR}/{name}.parquet", pa.table(columns))
+    pool.write_parquet(layout.dedup_table(name), pa.table(columns))
     if result.group is None and n:
         sizes = np.bincount(group)
         groups = int((sizes > 1).sum())
@@ -170,16 +170,71 @@ def finish(pool: Pool, name: str, result: MethodResult) -> dict:
     }
 
 
-def prepare_work_dir(pool: Pool, work: str, stages: list[str], fingerprint: str, rerun: bool) -> None:
-    """Keep a method's intermediate files only when they come from this very configuration.
+def score_source(pool: Pool, method: Any, shards: list[str]) -> str | None:
+    """The scores/<scorer>/ the keep rule reads (checked here, on the driver), or None."""
+    column = getattr(method, "score_column", None)
+    if method.keep != "highest_score" or not column:
+        return None
+    rel_dir = find_score_dir(pool, column, shards)
+    require_shard_files(pool, rel_dir, shards, f"the {column} score")
+    return rel_dir
 
-    Resuming after a crash reuses finished sub-stage shards; a changed configuration (other
-    centroids, another eval set) or --rerun starts the method's intermediates afresh.
-    """
-    stamp = f"{work}/config.json"
-    if not rerun and pool.exists(stamp) and pool.read_bytes(stamp).decode() == fingerprint:
-        return
-    pool.remove(work, recursive=True)
-    for stage in stages:
-        pool.clear_stage(stage)
-    pool.write_bytes(stamp, fingerprint.encode())
+
+def table_identity(pool: Pool, rel_dir: str | None, shards: list[str]) -> dict[str, Any] | None:
+    """Size and modification stamp of each shard's table under `rel_dir`, from one listing: what a
+    method's fingerprint holds of its inputs, so a re-scored or re-downloaded shard redoes the method."""
+    if rel_dir is None:
+        return None
+    infos = pool.fs.ls(pool.path(rel_dir), detail=True) if pool.exists(rel_dir) else []
+    by_name = {str(info["name"]).rstrip("/").rsplit("/", 1)[-1]: info for info in infos}
+    out: dict[str, Any] = {}
+    for sid in shards:
+        info = by_name.get(f"{sid}.parquet")
+        stamp = None
+        if info is not None:
+            stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated")
+                          if info.get(k) is not None), None)
+        out[sid] = None if info is None else [info.get("size"), stamp]
+    return {"dir": rel_dir, "tables": out}
+
+
+def method_fingerprint(method: Any, **inputs: Any) -> dict[str, Any]:
+    """What a method's output depends on: its settings and the identity of the tables it reads."""
+    return {"config": method.model_dump(mode="json"), "inputs": inputs}
+
+
+def table_output(name: str) -> Any:
+    """Pass.outputs of a method's final pass: dedup/<name>.parquet."""
+    return lambda _sid, _payload, _stats: [layout.dedup_table(name)]
+
+
+GROUPS = "groups"
+
+
+def groups_pass(method: Any, fn: Any, settings: Any, fingerprint: Any) -> Pass:
+    """The method's final, driver-sized step as a pass over one pseudo-shard: its marker (holding the
+    method's statistics) and fingerprint decide, with the runner's rule, whether the method is redone."""
+    name = method.output_name
+    return Pass(f"{name}/{GROUPS}", fn, {"all": None}, settings, fingerprint=fingerprint, outputs=table_output(name))
+
+
+def already_done(ctx: StageContext, p: Pass) -> bool:
+    """Whether `p` (a method's groups pass) is finished with this fingerprint, by the runner's rule;
+    methods with earlier passes ask first, so a finished method reads and computes nothing."""
+    from curate.runner import finished_shards
+
+    return "all" in finished_shards(ctx, p, fingerprint_of(p.fingerprint) if p.fingerprint is not None else None)
+
+
+def run_groups(ctx: StageContext, p: Pass) -> dict[str, Any]:
+    """Run (or skip) a groups pass; returns the method's statistics from its marker."""
+    return dict(ctx.run_pass(p).done["all"])
+
+
+def finish_method(pool: Pool, method: Any, result: MethodResult, started: float) -> dict[str, Any]:
+    """Write dedup/<name>.parquet; the statistics reports/dedup.json lists under `methods`."""
+    name = method.output_name
+    stats = finish(pool, name, result)
+    stats.update(method=method.method, keep=method.keep, output=layout.dedup_table(name),
+                 seconds=round(time.time() - started, 3), config=method.model_dump(mode="json"))
+    return stats

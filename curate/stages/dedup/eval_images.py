@@ -21,17 +21,32 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _eval_files(source: str) -> list[str]:
+    if os.path.isdir(source):
+        return sorted(p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
+                      if os.path.isfile(p) and _is_image_name(p))
+    tars = sorted(glob.glob(source)) if any(c in source for c in "*?[") else [source]
+    return [t for t in tars if os.path.isfile(t)]
+
+
+def eval_source_identity(source: str) -> list[list[str | int]]:
+    """(path, size, mtime in ns) of every file the eval set is read from, without reading them: a
+    decontamination finished with the same identity is not redone (so the images are not embedded again)."""
+    out: list[list[str | int]] = []
+    for path in _eval_files(source):
+        st = os.stat(path)
+        out.append([os.path.relpath(path, source) if os.path.isdir(source) else path, st.st_size, st.st_mtime_ns])
+    return out
+
+
 def iter_eval_images(source: str) -> Iterator[tuple[str, bytes]]:
     """(name, encoded bytes) in a fixed order: sorted file names, or tar member order per sorted tar."""
     if os.path.isdir(source):
-        files = sorted(p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
-                       if os.path.isfile(p) and _is_image_name(p))
-        for path in files:
+        for path in _eval_files(source):
             with open(path, "rb") as fh:
                 yield os.path.relpath(path, source), fh.read()
         return
-    tars = sorted(glob.glob(source)) if any(c in source for c in "*?[") else [source]
-    tars = [t for t in tars if os.path.isfile(t)]
+    tars = _eval_files(source)
     if not tars:
         raise ConfigError(f"eval_images {source!r}: no such folder, tar file or glob of tar files")
     for tar_path in tars:

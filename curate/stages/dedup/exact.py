@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.config import ExactDedup
 from curate.pool import Pool
 from curate.shards import read_shard_table
+from curate.stage import StageContext
 from curate.stages.dedup.common import (
     MethodResult,
     attach_score,
     check_unique_uids,
+    finish_method,
+    groups_pass,
     keep_order,
+    method_fingerprint,
     read_scores,
     representatives,
+    run_groups,
+    score_source,
     shard_ids,
     sort_by_uid,
+    table_identity,
 )
 
 
-def exact_dedup(pool: Pool, method: ExactDedup) -> MethodResult:
+def run_exact(ctx: StageContext, method: ExactDedup) -> dict[str, Any]:
+    """One pass over a pseudo-shard, redone when the method's config or a shard's table changed."""
+    pool = ctx.pool
     shards = shard_ids(pool)
+    scores = score_source(pool, method, shards)
+    fingerprint = method_fingerprint(method, shards=table_identity(pool, layout.SHARDS, shards),
+                                     scores=table_identity(pool, scores, shards))
+    settings = {"method": method, "shards": shards, "started": time.time()}
+    return run_groups(ctx, groups_pass(method, exact_groups, settings, fingerprint))
+
+
+def exact_groups(pool: Pool, _sid: str, _payload: None, settings: dict[str, Any]) -> dict[str, Any]:
+    method: ExactDedup = settings["method"]
+    return finish_method(pool, method, exact_dedup(pool, method, settings["shards"]), settings["started"])
+
+
+def exact_dedup(pool: Pool, method: ExactDedup, shards: list[str]) -> MethodResult:
     table = pa.concat_tables(
         [read_shard_table(pool, s, columns=["uid", "status", "sha256"]) for s in shards]
     )
@@ -30,7 +56,7 @@ def exact_dedup(pool: Pool, method: ExactDedup) -> MethodResult:
     missing = pc.is_null(table["sha256"])
     n_missing = int(pc.sum(missing).as_py() or 0)
     table = sort_by_uid(table.filter(pc.invert(missing)).select(["uid", "sha256"]))
-    check_unique_uids(table["uid"], pool.uri("shards"))
+    check_unique_uids(table["uid"], pool.uri(layout.SHARDS))
     return group_by_key(pool, method, table, "sha256", shards, {"missing_sha256": n_missing} if n_missing else {})
 
 

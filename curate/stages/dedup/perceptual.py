@@ -10,26 +10,37 @@ copies (re-encoded, then resized, then cropped) lands in one group.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from curate import layout
 from curate.config import PerceptualDedup
 from curate.extras import require
 from curate.pool import Pool
+from curate.stage import StageContext
 from curate.stages.dedup.common import (
     MethodResult,
     attach_score,
     check_unique_uids,
+    finish_method,
+    groups_pass,
     keep_order,
+    method_fingerprint,
     read_scores,
     read_shard_columns,
     representatives,
     require_shard_files,
+    run_groups,
+    score_source,
     shard_ids,
     sort_by_uid,
+    table_identity,
 )
 
 QUERY_BATCH = 65_536  # bounds the memory of one range search's result lists
@@ -67,10 +78,26 @@ def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return labels
 
 
-def perceptual_dedup(pool: Pool, method: PerceptualDedup) -> MethodResult:
+def run_perceptual(ctx: StageContext, method: PerceptualDedup) -> dict[str, Any]:
+    """One pass over a pseudo-shard, redone when the method's config or a phash/score table changed."""
+    pool = ctx.pool
     shards = shard_ids(pool)
-    rel_dir = f"scores/{method.scorer}"
+    rel_dir = layout.scores_dir(method.scorer)
     require_shard_files(pool, rel_dir, shards, f"the {method.column} column of scorer {method.scorer!r}")
+    scores = score_source(pool, method, shards)
+    fingerprint = method_fingerprint(method, phash=table_identity(pool, rel_dir, shards),
+                                     scores=table_identity(pool, scores, shards))
+    settings = {"method": method, "shards": shards, "started": time.time()}
+    return run_groups(ctx, groups_pass(method, perceptual_groups, settings, fingerprint))
+
+
+def perceptual_groups(pool: Pool, _sid: str, _payload: None, settings: dict[str, Any]) -> dict[str, Any]:
+    method: PerceptualDedup = settings["method"]
+    return finish_method(pool, method, perceptual_dedup(pool, method, settings["shards"]), settings["started"])
+
+
+def perceptual_dedup(pool: Pool, method: PerceptualDedup, shards: list[str]) -> MethodResult:
+    rel_dir = layout.scores_dir(method.scorer)
     table = read_shard_columns(pool, rel_dir, shards, ["uid", method.column])
     missing = pc.is_null(table[method.column])
     n_missing = int(pc.sum(missing).as_py() or 0)

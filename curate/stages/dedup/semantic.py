@@ -3,10 +3,16 @@
 Steps, each sized so the pool never has to fit in one process:
 1. fit spherical k-means (faiss; GPU faiss when present) on a sample of the embeddings; the
    sample is chosen by uid hash and sorted by uid, so it does not depend on sharding;
-2. assign every sample to its nearest centroid, one Ray task per embedding shard, writing each
-   sample to the part of its cluster's bucket (clusters are spread over `cluster_tasks` buckets);
-3. one Ray task per bucket orders each cluster's members by the keep rule and marks a sample a
-   duplicate when its cosine to any sample ranked before it exceeds 1 - eps (SemDeDup's rule).
+2. pass `<name>/assign`: assign every sample to its nearest centroid, one task per embedding
+   shard, writing each sample to the part of its cluster's bucket (clusters are spread over
+   `cluster_tasks` buckets);
+3. pass `<name>/clusters`: one task per bucket orders each cluster's members by the keep rule and
+   marks a sample a duplicate when its cosine to any sample ranked before it exceeds 1 - eps
+   (SemDeDup's rule);
+4. pass `<name>/groups` (one pseudo-shard): merge the buckets into dedup/<name>.parquet.
+
+Intermediates live in dedup/_work/<name>/<run>/, <run> being the fingerprint of the method's
+config and inputs: a resume reuses the centroids and finished shards of the same run only.
 
 Comparing with every earlier sample, not only earlier kept ones, is what the SemDeDup paper does;
 it makes the kept set shrink monotonically as eps grows (a greedy "earlier kept" rule does not)
@@ -15,30 +21,35 @@ and lets the whole cluster be processed with matrix products instead of a per-sa
 
 from __future__ import annotations
 
-import json
-import posixpath
+import hashlib
+import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.config import SemanticDedup
 from curate.errors import ConfigError
 from curate.extras import require
 from curate.pool import Pool
-from curate.runner import run_stage
+from curate.stage import Pass, StageContext, fingerprint_of
 from curate.stages.dedup.common import (
-    WORK_DIR,
     MethodResult,
+    already_done,
     attach_score,
     check_unique_uids,
-    find_score_dir,
+    finish_method,
+    groups_pass,
     keep_order,
-    prepare_work_dir,
+    method_fingerprint,
     require_shard_files,
+    run_groups,
+    score_source,
     shard_ids,
     sort_by_uid,
+    table_identity,
     uid_prefix_u64,
 )
 from curate.stages.dedup.embeddings import embedding_array, embedding_matrix
@@ -99,7 +110,8 @@ def cluster_duplicates(emb: np.ndarray, threshold: float) -> tuple[np.ndarray, n
 # ------------------------------------------------------------------------------------------ shard tasks
 def assign_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, Any]) -> dict[str, Any]:
     """Nearest centroid for each sample of one embedding shard, written to its cluster bucket."""
-    table = pool.read_parquet(f"{settings['embeddings_dir']}/{shard_id}.parquet", columns=["uid", settings["column"]])
+    table = pool.read_parquet(layout.shard_table(settings["embeddings_dir"], shard_id),
+                              columns=["uid", settings["column"]])
     emb = embedding_matrix(table[settings["column"]])
     centroids = np.asarray(settings["centroids"], dtype=np.float32)
     index = _faiss().IndexFlatIP(centroids.shape[1])
@@ -113,23 +125,27 @@ def assign_shard(pool: Pool, shard_id: str, payload: None, settings: dict[str, A
         "embedding": embedding_array(emb),
     })
     if settings.get("score_dir"):
-        scores = pool.read_parquet(f"{settings['score_dir']}/{shard_id}.parquet", columns=["uid", settings["score"]])
+        scores = pool.read_parquet(layout.shard_table(settings["score_dir"], shard_id),
+                                   columns=["uid", settings["score"]])
         out = attach_score(out, scores, settings["score"])
     bucket = cluster % settings["buckets"]
-    for b in np.unique(bucket):
+    # Every bucket gets a part, empty or not: a shard's parts are then a known list of files (the
+    # pass's outputs), and a redone shard overwrites all of them.
+    for b in range(settings["buckets"]):
         part = out.filter(pa.array(bucket == b))
-        pool.write_parquet(f"{settings['work']}/parts/{int(b):05d}/{shard_id}.parquet", part)
+        pool.write_parquet(layout.dedup_part(settings["work"], bucket_name(b), shard_id), part)
     return {"samples": table.num_rows, "counts": {"assigned": table.num_rows}}
 
 
 def dedup_bucket(pool: Pool, bucket: str, payload: None, settings: dict[str, Any]) -> dict[str, Any]:
     """SemDeDup inside every cluster of one bucket; writes uid, cluster, root uid, scores."""
-    rel = f"{settings['work']}/parts/{bucket}"
-    out_rel = f"{settings['work']}/result/{bucket}.parquet"
-    if not pool.listdir(rel):
+    out_rel = layout.dedup_result(settings["work"], bucket)
+    # The parts of this run's shards only, never whatever else the directory holds.
+    parts = [pool.read_parquet(layout.dedup_part(settings["work"], bucket, s)) for s in settings["shards"]]
+    table = sort_by_uid(pa.concat_tables(parts)) if parts else _empty_parts()
+    if table.num_rows == 0:
         pool.write_parquet(out_rel, _empty_result())
         return {"samples": 0, "clusters": 0}
-    table = sort_by_uid(pool.read_parquet_dir(rel))
     cluster = table["cluster"].to_numpy()
     score = (table[settings["score"]].to_numpy(zero_copy_only=False).astype(np.float64)
              if settings.get("score") else None)
@@ -163,6 +179,14 @@ def dedup_bucket(pool: Pool, bucket: str, payload: None, settings: dict[str, Any
     return {"samples": n, "clusters": len(starts), "counts": {"duplicate": int(is_dup.sum())}}
 
 
+def bucket_name(b: int) -> str:
+    return f"{b:05d}"
+
+
+def _empty_parts() -> pa.Table:
+    return pa.table({"uid": pa.array([], pa.string()), "cluster": pa.array([], pa.int64())})
+
+
 def _empty_result() -> pa.Table:
     return pa.table({"uid": pa.array([], pa.string()), "cluster": pa.array([], pa.int64()),
                      "root_uid": pa.array([], pa.string()), "is_duplicate": pa.array([], pa.bool_()),
@@ -175,70 +199,99 @@ def draw_sample(pool: Pool, embeddings_dir: str, column: str, shards: list[str],
     """A uid-hash sample of about sample_size normalised embeddings, in uid order; and the pool size."""
     total = 0
     for s in shards:
-        total += pool.parquet_metadata(f"{embeddings_dir}/{s}.parquet").num_rows
+        total += pool.parquet_metadata(layout.shard_table(embeddings_dir, s)).num_rows
     if total == 0:
         return np.zeros((0, 0), np.float32), 0
     cutoff = np.uint64(min(2**64 - 1, int(2**64 * min(1.0, sample_size / total))))
     picked = []
     for s in shards:
-        table = pool.read_parquet(f"{embeddings_dir}/{s}.parquet", columns=["uid", column])
+        table = pool.read_parquet(layout.shard_table(embeddings_dir, s), columns=["uid", column])
         keep = uid_prefix_u64(table["uid"]) < cutoff if sample_size < total else np.ones(table.num_rows, bool)
         picked.append(table.filter(pa.array(keep)))
     sample = sort_by_uid(pa.concat_tables(picked))
     return embedding_matrix(sample[column]), total
 
 
-def semantic_dedup(pool: Pool, method: SemanticDedup, *, ray_address: str | None = None, rerun: bool = False,
-                   quiet: bool = False) -> MethodResult:
+def run_semantic(ctx: StageContext, method: SemanticDedup) -> dict[str, Any]:
+    """Centroids, then passes assign, clusters and groups; nothing runs when groups is done with this
+    config and these inputs."""
     _faiss()  # here, not first in a Ray task
+    pool = ctx.pool
     name = method.output_name
     shards = shard_ids(pool)
-    embeddings_dir = f"embeddings/{method.embeddings}"
+    embeddings_dir = layout.embeddings_dir(method.embeddings)
     require_shard_files(pool, embeddings_dir, shards, f"embeddings of {method.embeddings!r}")
-    work = f"{WORK_DIR}/{name}"
-    stage_assign, stage_clusters = f"dedup-{name}-assign", f"dedup-{name}-clusters"
-    fingerprint = json.dumps(method.model_dump(mode="json"), sort_keys=True)
-    prepare_work_dir(pool, work, [stage_assign, stage_clusters], fingerprint, rerun)
-
-    if pool.exists(f"{work}/centroids.npy"):
-        with pool.open(f"{work}/centroids.npy") as fh:
-            centroids = np.load(fh, allow_pickle=False)
-    else:
-        sample, total = draw_sample(pool, embeddings_dir, method.column, shards, method.sample_size)
-        if total == 0:
-            return MethodResult(pa.array([], pa.string()), np.zeros(0, np.int64))
-        k = method.n_clusters or max(1, round(total / 1000))
-        k = min(k, len(sample))
-        centroids = fit_centroids(sample, k, method.niter, method.seed, use_gpu(method.use_gpu))
-        with pool.open_atomic(f"{work}/centroids.npy") as fh:
-            np.save(fh, centroids)
-
+    score_dir = score_source(pool, method, shards)
+    fingerprint = method_fingerprint(method, embeddings=table_identity(pool, embeddings_dir, shards),
+                                     scores=table_identity(pool, score_dir, shards))
+    run_id = fingerprint_of(fingerprint)
+    work = layout.dedup_work(name, run_id)
+    buckets = [bucket_name(b) for b in range(method.cluster_tasks)]
     settings: dict[str, Any] = {
-        "embeddings_dir": embeddings_dir, "column": method.column, "centroids": centroids,
-        "buckets": method.cluster_tasks, "work": work, "keep": method.keep,
-        "threshold": 1.0 - method.eps, "score": None, "score_dir": None,
+        "method": method, "embeddings_dir": embeddings_dir, "column": method.column, "shards": shards,
+        "buckets": method.cluster_tasks, "bucket_names": buckets, "work": work, "keep": method.keep,
+        "threshold": 1.0 - method.eps, "score": method.score_column if score_dir else None, "score_dir": score_dir,
+        "started": time.time(), "empty": False,
     }
-    if method.keep == "highest_score" and method.score_column:
-        settings["score"] = method.score_column
-        settings["score_dir"] = find_score_dir(pool, method.score_column, shards)
-    run_stage(stage_assign, pool, assign_shard, {s: None for s in shards}, settings,
-              ray_address=ray_address, quiet=quiet).raise_for_failures()
-    buckets = {f"{b:05d}": None for b in range(method.cluster_tasks)}
-    run_stage(stage_clusters, pool, dedup_bucket, buckets, settings, ray_address=ray_address,
-              quiet=quiet).raise_for_failures()
+    groups = groups_pass(method, semantic_groups, settings, fingerprint)
+    if already_done(ctx, groups):
+        return run_groups(ctx, groups)
+    # Intermediates of other configurations or inputs are never read again.
+    for other in pool.listdir(layout.dedup_work(name)):
+        if other != run_id:
+            pool.remove(layout.dedup_work(name, other), recursive=True)
 
-    result = sort_by_uid(pool.read_parquet_dir(f"{work}/result"))
-    check_unique_uids(result["uid"], pool.uri(embeddings_dir))
-    uids = result["uid"].combine_chunks()
+    centroids = _centroids(pool, method, embeddings_dir, shards, work)
+    if centroids is None:  # no samples at all
+        settings["empty"] = True
+        return run_groups(ctx, groups)
+    # Refitted centroids may differ (GPU k-means, threads): shards assigned with others are redone.
+    run_fp = {"run": run_id, "centroids": hashlib.sha256(centroids.tobytes()).hexdigest()[:16]}
+    ctx.run_pass(Pass(f"{name}/assign", assign_shard, {s: None for s in shards}, {**settings, "centroids": centroids},
+                      fingerprint=run_fp,
+                      outputs=lambda sid, _p, _st: [layout.dedup_part(work, b, sid) for b in buckets]))
+    ctx.run_pass(Pass(f"{name}/clusters", dedup_bucket, {b: None for b in buckets}, settings, fingerprint=run_fp,
+                      outputs=lambda b, _p, _st: [layout.dedup_result(work, b)]))
+    stats = run_groups(ctx, groups)
+    # The shuffle parts (a copy of every embedding) go once the table is written; centroids stay.
+    pool.remove(layout.dedup_parts(work), recursive=True)
+    return stats
+
+
+def _centroids(pool: Pool, method: SemanticDedup, embeddings_dir: str, shards: list[str],
+               work: str) -> np.ndarray | None:
+    """This run's centroids: read back on a resume, fitted on a uid-hash sample otherwise."""
+    rel = layout.dedup_centroids(work)
+    if pool.exists(rel):
+        with pool.open(rel) as fh:
+            return np.load(fh, allow_pickle=False)
+    sample, total = draw_sample(pool, embeddings_dir, method.column, shards, method.sample_size)
+    if total == 0:
+        return None
+    k = method.n_clusters or max(1, round(total / 1000))
+    k = min(k, len(sample))
+    centroids = fit_centroids(sample, k, method.niter, method.seed, use_gpu(method.use_gpu))
+    with pool.open_atomic(rel) as fh:
+        np.save(fh, centroids)
+    return centroids
+
+
+def semantic_groups(pool: Pool, _sid: str, _payload: None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Merge the buckets' results into dedup/<name>.parquet."""
+    method: SemanticDedup = settings["method"]
+    if settings["empty"]:
+        result = MethodResult(pa.array([], pa.string()), np.zeros(0, np.int64))
+        return finish_method(pool, method, result, settings["started"])
+    work = settings["work"]
+    table = sort_by_uid(pa.concat_tables([pool.read_parquet(layout.dedup_result(work, b))
+                                          for b in settings["bucket_names"]]))
+    check_unique_uids(table["uid"], pool.uri(settings["embeddings_dir"]))
+    uids = table["uid"].combine_chunks()
     # Group id: dense rank of the kept root's uid, as for the other methods.
-    root_index = pc.index_in(result["root_uid"], value_set=uids).to_numpy(zero_copy_only=False)
-    return MethodResult(uids, root_index.astype(np.int64), extra={
-        "cluster": result["cluster"].combine_chunks(),
-        "semantic_max_cosine": result["semantic_max_cosine"].combine_chunks(),
-        "centroid_cos": result["centroid_cos"].combine_chunks(),
+    root_index = pc.index_in(table["root_uid"], value_set=uids).to_numpy(zero_copy_only=False)
+    result = MethodResult(uids, root_index.astype(np.int64), extra={
+        "cluster": table["cluster"].combine_chunks(),
+        "semantic_max_cosine": table["semantic_max_cosine"].combine_chunks(),
+        "centroid_cos": table["centroid_cos"].combine_chunks(),
     }, counts={})
-
-
-def cleanup(pool: Pool, method: SemanticDedup) -> None:
-    """Drop the shuffle parts once the final table is written; centroids and config stay."""
-    pool.remove(posixpath.join(WORK_DIR, method.output_name, "parts"), recursive=True)
+    return finish_method(pool, method, result, settings["started"])

@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.errors import ConfigError
+from curate import layout
+from curate.errors import ConfigError, first_line
 from curate.pool import Pool, fs_protocols
 from curate.uid import check_uids, npy_array_to_uids
 
-SUBSET_ROOTS = ("subsets", "balanced")
+SUBSET_ROOTS = (layout.SUBSETS, layout.BALANCED)
 UID_FILES = ("uids.parquet", "uids.npy")
 
 
@@ -43,7 +44,7 @@ def _read_uid_file(url: str) -> pa.ChunkedArray:
         try:
             table = pq.read_table(fh)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ConfigError(f"{url}: unreadable parquet ({str(exc).strip().splitlines()[0][:300]})") from exc
+            raise ConfigError(f"{url}: unreadable parquet ({first_line(exc)})") from exc
     if "uid" not in table.column_names:
         raise ConfigError(f"{url}: has no 'uid' column (columns: {', '.join(table.column_names)})")
     uids = pc.cast(table["uid"], pa.string())

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from curate import layout
 from curate.pool import Pool
 from curate.shards import iter_shard_samples, read_shard_table
 
@@ -27,7 +28,7 @@ SHARD_COLUMNS = ["uid", "url", "caption", "width", "height", "original_width", "
 
 
 class ExportSettings(BaseModel):
-    out_dir: str  # pool-relative, e.g. exports/<name>
+    name: str  # the export: exports/<name>/
     samples_per_shard: int
     shuffle_buffer: int = 0
     seed: int = 0
@@ -45,8 +46,8 @@ def sample_features(pool: Pool, shard_id: str, uids: list[str]) -> pa.Table:
     table = table.filter(pc.equal(table["status"], "success")).select(keep)
     table = table.filter(pc.is_in(table["uid"], value_set=pa.array(uids, pa.string())))
     table = _first_per_uid(table)
-    for scorer in pool.listdir("scores"):
-        rel = f"scores/{scorer}/{shard_id}.parquet"
+    for scorer in pool.listdir(layout.SCORES):
+        rel = layout.scores_file(scorer, shard_id)
         if not pool.exists(rel):
             continue
         scores = _first_per_uid(pool.read_parquet(rel))
@@ -105,7 +106,7 @@ class _OutputShard:
         self.images: list[bytes] = []
         self.exts: list[str] = []
         self._stack = contextlib.ExitStack()
-        fh = self._stack.enter_context(pool.open_atomic(f"{settings.out_dir}/{self.name}.tar"))
+        fh = self._stack.enter_context(pool.open_atomic(layout.export_tar(settings.name, self.name)))
         # Held open across add() calls; the ExitStack closes it on close()/abort().
         self.tar = self._stack.enter_context(tarfile.open(fileobj=fh, mode="w|"))  # noqa: SIM115
 
@@ -128,11 +129,11 @@ class _OutputShard:
         meta = features.take(pa.array(self.rows, pa.int64()))
         meta = meta.add_column(0, "key", pa.array(self.keys, pa.string()))
         meta = meta.append_column("shard", pa.array([self.name] * len(self.keys), pa.string()))
-        self.pool.write_parquet(f"{self.settings.out_dir}/metadata/{self.name}.parquet", meta)
+        self.pool.write_parquet(layout.export_metadata(self.settings.name, self.name), meta)
         if self.settings.with_images_parquet:
             images = pa.table({"key": meta["key"], "uid": meta["uid"], "caption": meta["caption"],
                                "ext": pa.array(self.exts, pa.string()), "image": pa.array(self.images, pa.binary())})
-            self.pool.write_parquet(f"{self.settings.out_dir}/images/{self.name}.parquet", images)
+            self.pool.write_parquet(layout.export_images(self.settings.name, self.name), images)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -143,6 +144,21 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
+
+
+def shard_outputs(settings: ExportSettings) -> Any:
+    """Pass.outputs: the files a finished input shard wrote (its marker says how many output shards)."""
+
+    def outputs(_sid: str, payload: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+        first = int(payload["first_output"])
+        names = [output_name(i) for i in range(first, first + int(stats.get("n_output_shards", 0)))]
+        files = [layout.export_tar(settings.name, n) for n in names]
+        files += [layout.export_metadata(settings.name, n) for n in names]
+        if settings.with_images_parquet:
+            files += [layout.export_images(settings.name, n) for n in names]
+        return files
+
+    return outputs
 
 
 def export_shard(pool: Pool, shard_id: str, payload: dict[str, Any], settings: ExportSettings) -> dict[str, Any]:
