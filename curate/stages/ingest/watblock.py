@@ -13,7 +13,7 @@ by reason. The per-page work left in Python is picking the image links out of ea
 from __future__ import annotations
 
 from collections import Counter
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -25,7 +25,7 @@ from curate.stages.ingest.candidates import LinkBatch, caption_strings, text_str
 from curate.stages.ingest.extract import IMG_PATH
 
 # <meta http-equiv|name=...> keys that declare the page language (compared lower-cased).
-_LANG_KEYS = pa.array(["content-language", "language"])
+_LANG_KEYS = frozenset(("content-language", "language"))
 
 
 class _Link(msgspec.Struct, gc=False):
@@ -77,8 +77,7 @@ class _Record(msgspec.Struct, gc=False, rename={"envelope": "Envelope"}):
 
 
 _decode = msgspec.json.Decoder(_Record).decode
-_path, _url, _alt, _title = attrgetter("path"), attrgetter("url"), attrgetter("alt"), attrgetter("title")
-_name, _equiv, _content = attrgetter("name"), attrgetter("equiv"), attrgetter("content")
+_url, _alt, _title = attrgetter("url"), attrgetter("alt"), attrgetter("title")
 
 
 def decode_record(body: bytes) -> _Record | str:
@@ -96,39 +95,24 @@ def decode_record(body: bytes) -> _Record | str:
         return "too_deep"
 
 
-def _strings_of(getter: attrgetter, items: list[Any]) -> pa.Array:
-    """One attribute of every item as a string column; values that are not text are null."""
-    return text_strings(list(map(getter, items)))[0]
-
-
-def _take(items: list[Any], index: np.ndarray) -> list[Any]:
-    """items[i] for i in index, in C."""
-    if len(index) == 0:
-        return []
-    picked = itemgetter(*index.tolist())(items)
-    return list(picked) if len(index) > 1 else [picked]
-
-
 def _lang_tokens(values: pa.Array) -> pa.Array:
     """'en-US, de' → 'en-us'; empty → null."""
     token = pc.utf8_lower(pc.utf8_trim_whitespace(pc.extract_regex(values, r"^(?P<t>[^,]*)").field("t")))
     return pc.if_else(pc.equal(token, ""), pa.nulls(len(token), pa.string()), token)
 
 
-def _page_langs(n: int, header: pa.Array, meta_page: np.ndarray, metas: list[_Meta]) -> pa.Array:
-    """Declared language of n pages: the first <meta http-equiv|name=content-language|language>
-    of each page with a non-empty content, else its HTTP Content-Language header. The metas of
-    all pages come flat, with the index of their page in `meta_page`."""
-    header_lang = _lang_tokens(header)
-    if not metas:
+def _page_langs(n: int, header: list[Any], meta_page: list[int], meta_content: list[Any]) -> pa.Array:
+    """Declared language of n pages: the content of the first of its language <meta>s that has one,
+    else its HTTP Content-Language header. The language metas of all pages come flat, with the
+    index of their page in `meta_page`."""
+    header_lang = _lang_tokens(text_strings(header)[0])
+    if not meta_page:
         return header_lang
-    key = pc.utf8_lower(pc.coalesce(_strings_of(_equiv, metas), _strings_of(_name, metas)))
-    lang = _lang_tokens(_strings_of(_content, metas))
-    hit = pc.fill_null(pc.and_(pc.is_in(key, _LANG_KEYS), pc.is_valid(lang)), False)
-    hit_rows = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+    lang = _lang_tokens(text_strings(meta_content)[0])
+    hit_rows = np.flatnonzero(pc.is_valid(lang).to_numpy(zero_copy_only=False))
     if not len(hit_rows):
         return header_lang
-    pages, first = np.unique(meta_page[hit_rows], return_index=True)
+    pages, first = np.unique(np.asarray(meta_page)[hit_rows], return_index=True)
     row = np.full(n, -1, dtype=np.int64)
     row[pages] = hit_rows[first]
     missing = row < 0
@@ -139,15 +123,15 @@ def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
     """Image links of WAT response records (each a JSON document), with their pages' URL and
     language; every record is counted by what it held or why it was skipped.
 
-    Python touches each record once, to gather its links and metas into flat lists; picking the
-    image links and the language out of them is done column-wise."""
-    uris: list[Any] = []  # per record with links
-    header_langs: list[Any] = []
-    links: list[_Link] = []  # the links of all those records, flat
-    n_links: list[int] = []
-    metas: list[_Meta] = []
-    n_metas: list[int] = []
-    no_links = 0
+    Python touches each record once and each of its links once (a comprehension picks the image
+    links: cheaper than handing every link's path to Arrow); the rest is column-wise."""
+    page_url: list[str] = []  # per page kept: a record with image links and a URL
+    header_lang: list[Any] = []
+    meta_page: list[int] = []  # per language <meta> of a kept page
+    meta_content: list[Any] = []
+    images: list[_Link] = []  # the image links of the kept pages, flat
+    per_page: list[int] = []
+    n_links = n_images = no_images = no_uri = 0
     for body in bodies:
         record = decode_record(body)
         if isinstance(record, str):
@@ -157,51 +141,48 @@ def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
         payload = envelope.payload if envelope is not None else None
         response = payload.response if payload is not None else None
         html = response.html if response is not None else None
-        page_links = html.links if html is not None else None
-        if not page_links:
-            no_links += 1
+        links = html.links if html is not None else None
+        if not links:
+            no_images += 1
             continue
-        links += page_links
-        n_links.append(len(page_links))
+        n_links += len(links)
+        page_images = [link for link in links if link.path == IMG_PATH]
+        if not page_images:
+            no_images += 1
+            continue
+        n_images += len(page_images)
         header = envelope.header
-        uris.append(header.target_uri if header is not None else None)
+        uri = header.target_uri if header is not None else None
+        if not isinstance(uri, str):
+            no_uri += 1  # its links cannot be resolved
+            continue
+        page = len(page_url)
+        page_url.append(uri)
+        images += page_images
+        per_page.append(len(page_images))
         headers = response.headers
-        header_langs.append(headers.content_language if headers is not None else None)
+        header_lang.append(headers.content_language if headers is not None else None)
         head = html.head
-        page_metas = head.metas if head is not None else None
-        if page_metas:
-            metas += page_metas
-            n_metas.append(len(page_metas))
-        else:
-            n_metas.append(0)
-    n = len(uris)
-    link_record = np.repeat(np.arange(n, dtype=np.int64), n_links)
-    is_img = pc.fill_null(pc.equal(_strings_of(_path, links), IMG_PATH), False).to_numpy(zero_copy_only=False)
-    img_record = link_record[is_img]
-    per_record = np.bincount(img_record, minlength=n)
-    uri = text_strings(uris)[0]
-    has_uri = pc.is_valid(uri).to_numpy(zero_copy_only=False)
-    kept = (per_record > 0) & has_uri  # the links of a page without a URL cannot be resolved
+        metas = head.metas if head is not None else None
+        if metas:
+            for meta in metas:
+                key = meta.equiv if meta.equiv is not None else meta.name
+                if isinstance(key, str) and key.lower() in _LANG_KEYS:
+                    meta_page.append(page)
+                    meta_content.append(meta.content)
     found = {
-        "non_image_links_ignored": len(links) - len(img_record),
-        "record_no_images": no_links + int(np.count_nonzero(per_record == 0)),
-        "record_no_target_uri": int(np.count_nonzero((per_record > 0) & ~has_uri)),
-        "record_with_images": int(np.count_nonzero(kept)),
+        "non_image_links_ignored": n_links - n_images,
+        "record_no_images": no_images,
+        "record_no_target_uri": no_uri,
+        "record_with_images": len(page_url),
     }
     counts.update({k: v for k, v in found.items() if v})
-    page_of = np.cumsum(kept) - 1  # page index of each kept record
-    img_index = np.flatnonzero(is_img)[kept[img_record]]
-    images = _take(links, img_index)
-    meta_record = np.repeat(np.arange(n, dtype=np.int64), n_metas)
-    meta_index = np.flatnonzero(kept[meta_record])
-    keep = pa.array(kept)
     src, src_invalid = text_strings(list(map(_url, images)))
     return LinkBatch(
-        page_url=uri.filter(keep),
-        page_base=pa.nulls(found["record_with_images"], pa.string()),
-        page_lang=_page_langs(found["record_with_images"], text_strings(header_langs)[0].filter(keep),
-                              page_of[meta_record[meta_index]], _take(metas, meta_index)),
-        link_page=pa.array(page_of[link_record[img_index]], pa.int32()),
+        page_url=pa.array(page_url, pa.string()),
+        page_base=pa.nulls(len(page_url), pa.string()),
+        page_lang=_page_langs(len(page_url), header_lang, meta_page, meta_content),
+        link_page=pa.array(np.repeat(np.arange(len(per_page), dtype=np.int32), per_page), pa.int32()),
         src=src,
         alt=caption_strings(list(map(_alt, images)), counts),
         title=caption_strings(list(map(_title, images)), counts),
