@@ -28,6 +28,8 @@ from curate.stages.ingest.extract import IMG_PATH
 _LANG_KEYS = frozenset(("content-language", "language"))
 
 
+# gc=False everywhere: decoded JSON holds no reference cycles, and objects the collector does not
+# track keep its passes short while a block's links are alive.
 class _Link(msgspec.Struct, gc=False):
     path: Any = None
     url: Any = None
