@@ -13,7 +13,7 @@ HERMETIC := scripts/hermetic.sh
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py curate/stages/ingest/_watlinks.c
+$(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	$(PY) -m pip install -q -e '.[dev]'

@@ -61,12 +61,6 @@ def run_curate(path: Path) -> dict:
             "counts": dict(counts)}
 
 
-def _scanner_built() -> bool:
-    from curate.stages.ingest import watblock
-
-    return watblock._watlinks is not None
-
-
 def run_cc2dataset(python: str, path: Path) -> dict:
     out = subprocess.run([python, "-c", CC2DATASET_SNIPPET, str(path)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False)
@@ -116,7 +110,6 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "pages": args.pages,
         "anchors_per_page": args.anchors_per_page,
-        "curate_wat_reader": "C scanner (_watlinks)" if _scanner_built() else "Arrow JSON (C scanner not built)",
         "image_links": best_ours["image_links"],
         "curate": rates(best_ours),
         "cc2dataset": rates(best_theirs),

@@ -20,7 +20,8 @@ from curate.stages.ingest.candidates import (
     hex_uids,
     uid_digests,
 )
-from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
+from curate.stages.ingest.shard import WAT_BLOCK, extract_file
+from curate.stages.ingest.watblock import parse_wat_block
 from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
 
@@ -298,7 +299,7 @@ def test_fast_gzip_reader_gives_the_careful_readers_result(tmp_path, kind):
     assert table.num_rows > 0
 
 
-def test_bad_record_in_a_block_falls_back_without_losing_the_others(tmp_path):
+def test_number_typed_caption_costs_only_its_link(tmp_path):
     pages = _pages(5)
     odd = _member(
         b'{"Envelope":{"WARC-Header-Metadata":{"WARC-Target-URI":"https://site.com/odd"},"Payload-Metadata":'
@@ -319,22 +320,22 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def test_arrow_block_path_equals_record_by_record_path(tmp_path):
+def test_an_invalid_record_in_a_block_costs_only_itself(tmp_path):
     path = tmp_path / "s.warc.wat.gz"
     write_wat(path, synthetic_pages(60))
     from curate.stages.ingest.records import iter_records
 
     with open(path, "rb") as fh:
         bodies = [b for _, b in iter_records(fh, Counter()) if b'"IMG@/src"' in b]
-    fast_counts: Counter[str] = Counter()
-    fast = build_candidates(_wat_batch(bodies, fast_counts), CandidateRules(), "s", "", fast_counts)
-    slow_counts: Counter[str] = Counter()
-    # An extra record of invalid JSON forces the record-by-record path for the block.
-    slow_batch = _wat_batch([*bodies, b'{"IMG@/src": ['], slow_counts)
-    slow = build_candidates(slow_batch, CandidateRules(), "s", "", slow_counts)
-    assert fast.equals(slow)
-    slow_counts.pop("record_invalid_json")
-    assert +fast_counts == +slow_counts
+    clean_counts: Counter[str] = Counter()
+    clean = build_candidates(parse_wat_block(bodies, clean_counts), CandidateRules(), "s", "", clean_counts)
+    mixed_counts: Counter[str] = Counter()
+    # A record of invalid JSON in the middle of the block.
+    mixed_batch = parse_wat_block([*bodies[:30], b'{"IMG@/src": [', *bodies[30:]], mixed_counts)
+    mixed = build_candidates(mixed_batch, CandidateRules(), "s", "", mixed_counts)
+    assert clean.equals(mixed)
+    assert mixed_counts.pop("record_invalid_json") == 1
+    assert +clean_counts == +mixed_counts
     assert len(bodies) < WAT_BLOCK
 
 

@@ -100,20 +100,20 @@ class LinkBuffer:
         return len(self.src)
 
     def to_batch(self, counts: Counter[str]) -> LinkBatch:
-        src, src_invalid = _strings(self.src)
+        src, src_invalid = text_strings(self.src)
         return LinkBatch(
-            page_url=_strings(self.page_url)[0],
-            page_base=_strings(self.page_base)[0],
-            page_lang=_strings(self.page_lang)[0],
+            page_url=text_strings(self.page_url)[0],
+            page_base=text_strings(self.page_base)[0],
+            page_lang=text_strings(self.page_lang)[0],
             link_page=pa.array(self.link_page, pa.int32()),
             src=src,
-            alt=_caption_strings(self.alt, counts),
-            title=_caption_strings(self.title, counts),
+            alt=caption_strings(self.alt, counts),
+            title=caption_strings(self.title, counts),
             src_invalid=src_invalid,
         )
 
 
-def _strings(values: list[Any]) -> tuple[pa.Array, pa.Array | None]:
+def text_strings(values: list[Any]) -> tuple[pa.Array, pa.Array | None]:
     """A string array and a mask of values that were not valid text (numbers from odd JSON,
     lone surrogates), which become null; the mask is None when every value was fine."""
     try:
@@ -134,9 +134,9 @@ def _strings(values: list[Any]) -> tuple[pa.Array, pa.Array | None]:
     return pa.array(clean, pa.string()), pa.array(bad, pa.bool_())
 
 
-def _caption_strings(values: list[Any], counts: Counter[str]) -> pa.Array:
+def caption_strings(values: list[Any], counts: Counter[str]) -> pa.Array:
     """Caption attributes that are not valid text count as absent (caption_invalid_unicode)."""
-    arr, invalid = _strings(values)
+    arr, invalid = text_strings(values)
     if invalid is not None:
         counts["caption_invalid_unicode"] += pc.sum(invalid).as_py() or 0
     return arr

@@ -1,12 +1,12 @@
-"""Pull image links out of one record: WAT JSON metadata or an HTML response.
+"""Pull image links out of one HTML response record; the markers WAT records are sorted by.
 
-Both return raw strings (src, alt, title) per <img>; all cleaning and filtering happens later,
-column-wise, in curate.stages.ingest.candidates.
+WAT JSON records are read a block at a time by curate.stages.ingest.watblock. Both return raw
+values (src, alt, title) per <img>; all cleaning and filtering happens later, column-wise, in
+curate.stages.ingest.candidates.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from resiliparse.parse.encoding import detect_encoding
@@ -32,65 +32,6 @@ def _lang_token(value: Any) -> str | None:
         return None
     token = value.split(",")[0].strip().lower()
     return token or None
-
-
-def wat_links(body: bytes) -> tuple[str | None, str | None, list[RawLink], int]:
-    """(page_url, page_lang, image links, number of non-image links) of a WAT metadata record.
-
-    The record-by-record path: curate.stages.ingest.watblock parses whole blocks faster and
-    falls back to this when a block holds a bad record."""
-    # Most WAT records (requests, crawl metadata, pages without images) have no IMG link:
-    # a byte search rejects them without paying for a JSON parse.
-    if body[:1] != b"{":
-        raise RecordSkipped("skipped_metadata")  # a WARC file's crawler metadata (warc-fields), not WAT JSON
-    if IMG_MARK not in body:
-        raise RecordSkipped("no_images" if RESPONSE_MARK in body else "not_html_response")
-    try:
-        doc = json.loads(body)
-    except UnicodeDecodeError:
-        raise RecordSkipped("invalid_utf8") from None
-    except ValueError:
-        raise RecordSkipped("invalid_json") from None
-    try:
-        response = doc["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]
-        html = response["HTML-Metadata"]
-        links = html["Links"]
-    except (KeyError, TypeError):
-        raise RecordSkipped("no_images") from None
-    if not isinstance(links, list):
-        raise RecordSkipped("invalid_json")
-    try:
-        images = [(link.get("url"), link.get("alt"), link.get("title")) for link in links
-                  if link.get("path") == IMG_PATH]
-    except AttributeError:  # a link that is not a JSON object
-        raise RecordSkipped("invalid_json") from None
-    try:
-        page_url = doc["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]
-    except (KeyError, TypeError):
-        page_url = None
-    page_url = page_url if isinstance(page_url, str) else None
-    return page_url, _wat_lang(response, html), images, len(links) - len(images)
-
-
-def _wat_lang(response: dict, html: dict) -> str | None:
-    """Declared page language: <meta http-equiv=content-language> or the HTTP header."""
-    head = html.get("Head")
-    metas = head.get("Metas") if isinstance(head, dict) else None
-    if isinstance(metas, list):
-        for meta in metas:
-            if not isinstance(meta, dict):
-                continue
-            key = (meta.get("http-equiv") or meta.get("name") or "")
-            if isinstance(key, str) and key.lower() in ("content-language", "language"):
-                lang = _lang_token(meta.get("content"))
-                if lang:
-                    return lang
-    headers = response.get("Headers")
-    if isinstance(headers, dict):
-        for key, value in headers.items():
-            if key.lower() == "content-language":
-                return _lang_token(value)
-    return None
 
 
 def html_links(

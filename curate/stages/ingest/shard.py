@@ -16,15 +16,14 @@ from curate.stages.ingest.candidates import (
     CANDIDATE_SCHEMA,
     CandidateRules,
     FirstSeen,
-    LinkBatch,
     LinkBuffer,
     build_candidates,
 )
-from curate.stages.ingest.extract import IMG_MARK, RESPONSE_MARK, RecordSkipped, html_links, wat_links
+from curate.stages.ingest.extract import IMG_MARK, RESPONSE_MARK, RecordSkipped, html_links
 from curate.stages.ingest.fetch import open_input
 from curate.stages.ingest.inputs import InputFile
 from curate.stages.ingest.records import DamagedStream, is_gzip, iter_gzip_stream_records, iter_records
-from curate.stages.ingest.watblock import BlockRejected, parse_wat_block
+from curate.stages.ingest.watblock import parse_wat_block
 
 # WAT records are parsed this many at a time; HTML links are turned into columns in batches of
 # LINK_BATCH, so a big file never holds millions of Python strings at once.
@@ -47,23 +46,6 @@ def add_counted_page(buf: LinkBuffer, counts: Counter, page_url: Any, base: Any,
     return True
 
 
-def _wat_batch(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
-    """Links of a block of WAT records: all at once, or record by record if the block is odd."""
-    try:
-        return parse_wat_block(bodies, counts)
-    except BlockRejected:
-        pass
-    buf = LinkBuffer()
-    for body in bodies:
-        try:
-            page_url, lang, links, other = wat_links(body)
-        except RecordSkipped as skip:
-            counts[f"record_{skip.reason}"] += 1
-            continue
-        if other:
-            counts["non_image_links_ignored"] += other
-        add_counted_page(buf, counts, page_url, None, lang, links)
-    return buf.to_batch(counts)
 
 
 def extract_file(fh: Any, rules: CandidateRules, source: str, crawl: str,
@@ -97,7 +79,7 @@ def _extract_records(records: Iterator[tuple[WarcRecord, bytes]], rules: Candida
     def flush_wat() -> None:
         nonlocal wat_bodies, n_image_links
         if wat_bodies:
-            batch = _wat_batch(wat_bodies, counts)
+            batch = parse_wat_block(wat_bodies, counts)
             n_image_links += len(batch)
             tables.append(build_candidates(batch, rules, source, crawl, counts, seen))
             wat_bodies = []

@@ -1,68 +1,100 @@
-"""Parse many WAT JSON records at once with Arrow's JSON reader (C++), straight into columns.
+"""Read WAT response records with msgspec, decoding only the fields ingest uses.
 
-Per-record Python (json.loads, walking each link dict) is what makes WAT extraction slow; here
-the records of a block are joined as newline-delimited JSON and read with an explicit schema
-that names only the fields ingest needs. If anything in a block is off (invalid JSON, invalid
-UTF-8, a field of the wrong type), the caller re-reads that block record by record with the
-stdlib path, which counts each bad record by reason.
+A WAT response record is one JSON document; ingest needs its page URL, its `IMG@/src` links
+(url, alt, title) and the fields that declare the page's language. The typed `msgspec.Struct`
+classes below name only those: msgspec's decoder skips every other key (the `<a href>` anchors'
+text, scripts, headers, ...) in C without building Python objects for them. Link and language
+values are typed `Any`, so a number where a string belongs costs that value (counted per link
+later, column-wise), not the page; a record that is not JSON, not UTF-8 where it is read, nested
+past the recursion limit, or has an object or array where another type is, is skipped and counted
+by reason. The per-page work left in Python is picking the image links out of each page's links.
 """
 
 from __future__ import annotations
 
-import io
 from collections import Counter
-from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from curate.stages.ingest.candidates import LinkBatch
+from curate.stages.ingest.candidates import LinkBatch, caption_strings, text_strings
 from curate.stages.ingest.extract import IMG_PATH
 
-try:  # built by `pip install` where a C compiler is present (setup.py); optional
-    from curate.stages.ingest import _watlinks
-except ImportError:  # pragma: no cover - depends on the install
-    _watlinks = None
-
-# Tests switch this off to compare the scanner with Arrow's reader on the same input.
-USE_SCANNER = True
-
-_LINK = pa.struct([("path", pa.string()), ("url", pa.string()), ("alt", pa.string()), ("title", pa.string())])
-_META = pa.struct([("name", pa.string()), ("http-equiv", pa.string()), ("content", pa.string())])
+# <meta http-equiv|name=...> keys that declare the page language (compared lower-cased).
+_LANG_KEYS = frozenset(("content-language", "language"))
 
 
-def _envelope_schema(response_fields: list[tuple[str, pa.DataType]], with_uri: bool) -> pa.Schema:
-    payload = pa.struct([("HTTP-Response-Metadata", pa.struct(response_fields))])
-    envelope = [("Payload-Metadata", payload)]
-    if with_uri:
-        envelope.insert(0, ("WARC-Header-Metadata", pa.struct([("WARC-Target-URI", pa.string())])))
-    return pa.schema([("Envelope", pa.struct(envelope))])
+# gc=False everywhere: decoded JSON holds no reference cycles, and objects the collector does not
+# track keep its passes short while a block's links are alive.
+class _Link(msgspec.Struct, gc=False):
+    path: Any = None
+    url: Any = None
+    alt: Any = None
+    title: Any = None
 
 
-# Links are read for every record; the language fields only for records that mention a language
-# (building the Metas and Headers columns costs about a third of the parse, and most pages have none).
-_LINKS_SCHEMA = _envelope_schema([("HTML-Metadata", pa.struct([("Links", pa.list_(_LINK))]))], with_uri=True)
-_LANG_SCHEMA = _envelope_schema(
-    [("Headers", pa.struct([("Content-Language", pa.string())])),
-     ("HTML-Metadata", pa.struct([("Head", pa.struct([("Metas", pa.list_(_META))]))]))],
-    with_uri=False,
-)
-_LANG_MARK = b'anguage"'  # in "Content-Language" (header or http-equiv) and "language" (meta name), lower-cased
-# (the C scanner picks the same records: see mentions_language in _watlinks.c)
+class _Meta(msgspec.Struct, gc=False, rename={"equiv": "http-equiv"}):
+    name: Any = None
+    equiv: Any = None
+    content: Any = None
 
 
-def _options(schema: pa.Schema) -> pj.ParseOptions:
-    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False)
+class _Head(msgspec.Struct, gc=False, rename={"metas": "Metas"}):
+    metas: list[_Meta] | None = None
 
 
-_PARSE_LINKS = _options(_LINKS_SCHEMA)
-_PARSE_LANG = _options(_LANG_SCHEMA)
+class _Html(msgspec.Struct, gc=False, rename={"head": "Head", "links": "Links"}):
+    head: _Head | None = None
+    links: list[_Link] | None = None
 
 
-class BlockRejected(Exception):
-    """The block needs the record-by-record path."""
+class _Headers(msgspec.Struct, gc=False, rename={"content_language": "Content-Language"}):
+    content_language: Any = None
+
+
+class _Response(msgspec.Struct, gc=False, rename={"headers": "Headers", "html": "HTML-Metadata"}):
+    headers: _Headers | None = None
+    html: _Html | None = None
+
+
+class _Payload(msgspec.Struct, gc=False, rename={"response": "HTTP-Response-Metadata"}):
+    response: _Response | None = None
+
+
+class _WarcHeader(msgspec.Struct, gc=False, rename={"target_uri": "WARC-Target-URI"}):
+    target_uri: Any = None
+
+
+class _Envelope(msgspec.Struct, gc=False, rename={"header": "WARC-Header-Metadata", "payload": "Payload-Metadata"}):
+    header: _WarcHeader | None = None
+    payload: _Payload | None = None
+
+
+class _Record(msgspec.Struct, gc=False, rename={"envelope": "Envelope"}):
+    envelope: _Envelope | None = None
+
+
+_decode = msgspec.json.Decoder(_Record).decode
+_url, _alt, _title = attrgetter("url"), attrgetter("alt"), attrgetter("title")
+
+
+def decode_record(body: bytes) -> _Record | str:
+    """The fields ingest reads from one WAT record, or the reason it is skipped (counted as
+    record_<reason>)."""
+    try:
+        return _decode(body)
+    except msgspec.ValidationError:  # (a DecodeError subclass) valid JSON of the wrong shape
+        return "invalid_wat"
+    except msgspec.DecodeError:  # not JSON: syntax, truncated, trailing data, lone surrogate escape
+        return "invalid_json"
+    except UnicodeDecodeError:  # a string ingest reads is not UTF-8 (skipped fields are not decoded)
+        return "invalid_utf8"
+    except RecursionError:  # nested deeper than Python's recursion limit, even in a skipped field
+        return "too_deep"
 
 
 def _lang_tokens(values: pa.Array) -> pa.Array:
@@ -71,149 +103,90 @@ def _lang_tokens(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(token, ""), pa.nulls(len(token), pa.string()), token)
 
 
-def _take_or_null(values: pa.Array, index: np.ndarray) -> pa.Array:
-    """values[index], null where index is negative."""
-    missing = index < 0
-    return values.take(pa.array(np.where(missing, 0, index), mask=missing))
-
-
-def _page_langs(n: int, header: pa.Array, meta_page: np.ndarray, name: pa.Array, equiv: pa.Array,
-                content: pa.Array) -> pa.Array:
-    """Declared language of n pages: the first <meta http-equiv|name=content-language|language>
-    of each page, else its HTTP Content-Language header. The metas of all pages come flat, with
-    the index of their page in `meta_page`."""
-    meta_lang = pa.nulls(n, pa.string())
-    if len(meta_page):
-        key = pc.utf8_lower(pc.coalesce(equiv, name))
-        lang = _lang_tokens(content)
-        hit = pc.fill_null(pc.and_(pc.is_in(key, pa.array(["content-language", "language"])), pc.is_valid(lang)),
-                           False).to_numpy(zero_copy_only=False)
-        hit_rows = np.flatnonzero(hit)
-        if len(hit_rows):
-            pages, first = np.unique(meta_page[hit_rows], return_index=True)
-            row = np.full(n, -1, dtype=np.int64)
-            row[pages] = hit_rows[first]
-            meta_lang = _take_or_null(lang, row)
-    return pc.coalesce(meta_lang, _lang_tokens(header))
-
-
-def _read_block(data: bytes, n_records: int, parse: pj.ParseOptions) -> pa.Table:
-    try:
-        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
-                             parse_options=parse)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise BlockRejected(str(exc)) from exc
-    if table.num_rows != n_records:
-        raise BlockRejected("record count mismatch")
-    return table
-
-
-def _parse(bodies: list[bytes], parse: pj.ParseOptions) -> pa.StructArray:
-    """The Envelope column of `bodies` read with `parse`."""
-    try:
-        table = _read_block(b"\n".join(bodies), len(bodies), parse)
-    except BlockRejected:
-        # Newlines between JSON tokens are legal but split a record: retry with them as spaces
-        # (rare, so the common case is not scanned for them).
-        table = _read_block(b"\n".join(body.replace(b"\n", b" ") for body in bodies), len(bodies), parse)
-    return table.column("Envelope").combine_chunks()
-
-
-def _block_langs(bodies: list[bytes]) -> pa.Array:
-    """Declared page language of each record; only records that mention a language are parsed for it."""
-    rows = [i for i, body in enumerate(bodies) if _LANG_MARK in body.lower()]
-    if not rows:
-        return pa.nulls(len(bodies), pa.string())
-    response = _parse([bodies[i] for i in rows], _PARSE_LANG).field("Payload-Metadata").field("HTTP-Response-Metadata")
-    metas = response.field("HTML-Metadata").field("Head").field("Metas")
-    flat = pc.list_flatten(metas)
-    langs = _page_langs(len(rows), response.field("Headers").field("Content-Language"),
-                        pc.list_parent_indices(metas).to_numpy(), flat.field("name"), flat.field("http-equiv"),
-                        flat.field("content"))
-    if len(rows) == len(bodies):
-        return langs
-    index = np.full(len(bodies), -1, dtype=np.int64)
-    index[rows] = np.arange(len(rows))
-    return _take_or_null(langs, index)
-
-
-@dataclass
-class _ImageLinks:
-    """The image links of a block, before the page-level counts."""
-
-    page_url: pa.Array  # per record
-    parent: np.ndarray  # record index of each image link
-    url: pa.Array
-    alt: pa.Array
-    title: pa.Array
-    n_links: int  # every element of every Links array, images or not
-
-
-def _image_links_arrow(bodies: list[bytes]) -> _ImageLinks:
-    envelope = _parse(bodies, _PARSE_LINKS)
-    page_url = envelope.field("WARC-Header-Metadata").field("WARC-Target-URI")
-    links = envelope.field("Payload-Metadata").field("HTTP-Response-Metadata").field("HTML-Metadata").field("Links")
-    flat = pc.list_flatten(links)
-    parent = pc.list_parent_indices(links)
-    for column in (page_url, flat.field("url"), flat.field("alt"), flat.field("title")):
-        try:
-            column.validate(full=True)  # the JSON reader does not check UTF-8 itself
-        except pa.ArrowInvalid as exc:
-            raise BlockRejected(str(exc)) from exc
-    is_img = pc.fill_null(pc.equal(flat.field("path"), IMG_PATH), False)
-    imgs = flat.filter(is_img)
-    return _ImageLinks(page_url=page_url, parent=parent.filter(is_img).to_numpy(), url=imgs.field("url"),
-                       alt=imgs.field("alt"), title=imgs.field("title"), n_links=len(flat))
-
-
-def _string_column(values: bytes, offsets: bytes, valid: bytes) -> pa.Array:
-    present = np.frombuffer(valid, dtype=np.uint8)
-    nulls = len(present) - int(np.count_nonzero(present))
-    bitmap = pa.py_buffer(np.packbits(present, bitorder="little")) if nulls else None
-    return pa.StringArray.from_buffers(len(present), pa.py_buffer(offsets), pa.py_buffer(values), bitmap, nulls)
-
-
-def _scanned(bodies: list[bytes]) -> tuple[_ImageLinks, pa.Array] | None:
-    """The C scanner's reading of the block (image links, page languages); None where it leaves
-    the block to Arrow."""
-    if _watlinks is None:
-        return None
-    scanned = _watlinks.scan(bodies)
-    if scanned is None:
-        return None
-    page_url, link_page, url, alt, title, n_links, header, meta_page, name, equiv, content = scanned
-    links = _ImageLinks(page_url=_string_column(*page_url), parent=np.frombuffer(link_page, dtype=np.int32),
-                        url=_string_column(*url), alt=_string_column(*alt), title=_string_column(*title),
-                        n_links=n_links)
-    langs = _page_langs(len(bodies), _string_column(*header), np.frombuffer(meta_page, dtype=np.int32),
-                        _string_column(*name), _string_column(*equiv), _string_column(*content))
-    return links, langs
+def _page_langs(n: int, header: list[Any], meta_page: list[int], meta_content: list[Any]) -> pa.Array:
+    """Declared language of n pages: the content of the first of its language <meta>s that has one,
+    else its HTTP Content-Language header. The language metas of all pages come flat, with the
+    index of their page in `meta_page`."""
+    header_lang = _lang_tokens(text_strings(header)[0])
+    if not meta_page:
+        return header_lang
+    lang = _lang_tokens(text_strings(meta_content)[0])
+    hit_rows = np.flatnonzero(pc.is_valid(lang).to_numpy(zero_copy_only=False))
+    if not len(hit_rows):
+        return header_lang
+    pages, first = np.unique(np.asarray(meta_page)[hit_rows], return_index=True)
+    row = np.full(n, -1, dtype=np.int64)
+    row[pages] = hit_rows[first]
+    missing = row < 0
+    return pc.coalesce(lang.take(pa.array(np.where(missing, 0, row), mask=missing)), header_lang)
 
 
 def parse_wat_block(bodies: list[bytes], counts: Counter[str]) -> LinkBatch:
-    """Image links of WAT response records (each a JSON document on one line)."""
-    scanned = _scanned(bodies) if USE_SCANNER else None
-    if scanned is not None:
-        links, page_lang = scanned
-    else:
-        links, page_lang = _image_links_arrow(bodies), _block_langs(bodies)
-    per_page = np.bincount(links.parent, minlength=len(bodies))
-    has_url = pc.is_valid(links.page_url).to_numpy(zero_copy_only=False)
+    """Image links of WAT response records (each a JSON document), with their pages' URL and
+    language; every record is counted by what it held or why it was skipped.
+
+    Python touches each record once and each of its links once (a comprehension picks the image
+    links: cheaper than handing every link's path to Arrow); the rest is column-wise."""
+    page_url: list[str] = []  # per page kept: a record with image links and a URL
+    header_lang: list[Any] = []
+    meta_page: list[int] = []  # per language <meta> of a kept page
+    meta_content: list[Any] = []
+    images: list[_Link] = []  # the image links of the kept pages, flat
+    per_page: list[int] = []
+    n_links = n_images = no_images = no_uri = 0
+    for body in bodies:
+        record = decode_record(body)
+        if isinstance(record, str):
+            counts[f"record_{record}"] += 1
+            continue
+        envelope = record.envelope
+        payload = envelope.payload if envelope is not None else None
+        response = payload.response if payload is not None else None
+        html = response.html if response is not None else None
+        links = html.links if html is not None else None
+        if not links:
+            no_images += 1
+            continue
+        n_links += len(links)
+        page_images = [link for link in links if link.path == IMG_PATH]
+        if not page_images:
+            no_images += 1
+            continue
+        n_images += len(page_images)
+        header = envelope.header
+        uri = header.target_uri if header is not None else None
+        if not isinstance(uri, str):
+            no_uri += 1  # its links cannot be resolved
+            continue
+        page = len(page_url)
+        page_url.append(uri)
+        images += page_images
+        per_page.append(len(page_images))
+        headers = response.headers
+        header_lang.append(headers.content_language if headers is not None else None)
+        head = html.head
+        metas = head.metas if head is not None else None
+        if metas:
+            for meta in metas:
+                key = meta.equiv if meta.equiv is not None else meta.name
+                if isinstance(key, str) and key.lower() in _LANG_KEYS:
+                    meta_page.append(page)
+                    meta_content.append(meta.content)
     found = {
-        "non_image_links_ignored": links.n_links - int(per_page.sum()),
-        "record_no_images": int(np.count_nonzero(per_page == 0)),
-        "record_no_target_uri": int(np.count_nonzero((per_page > 0) & ~has_url)),
-        "record_with_images": int(np.count_nonzero((per_page > 0) & has_url)),
+        "non_image_links_ignored": n_links - n_images,
+        "record_no_images": no_images,
+        "record_no_target_uri": no_uri,
+        "record_with_images": len(page_url),
     }
     counts.update({k: v for k, v in found.items() if v})
-    # Links of pages without a URL cannot be resolved: leave them out (their records are counted).
-    keep = pa.array(has_url[links.parent])
+    src, src_invalid = text_strings(list(map(_url, images)))
     return LinkBatch(
-        page_url=links.page_url,
-        page_base=pa.nulls(len(bodies), pa.string()),
-        page_lang=page_lang,
-        link_page=pa.array(links.parent, pa.int32()).filter(keep),
-        src=links.url.filter(keep),
-        alt=links.alt.filter(keep),
-        title=links.title.filter(keep),
+        page_url=pa.array(page_url, pa.string()),
+        page_base=pa.nulls(len(page_url), pa.string()),
+        page_lang=_page_langs(len(page_url), header_lang, meta_page, meta_content),
+        link_page=pa.array(np.repeat(np.arange(len(per_page), dtype=np.int32), per_page), pa.int32()),
+        src=src,
+        alt=caption_strings(list(map(_alt, images)), counts),
+        title=caption_strings(list(map(_title, images)), counts),
+        src_invalid=src_invalid,
     )
