@@ -21,7 +21,7 @@ from curate.stages.ingest.candidates import (
     uid_digests,
 )
 from curate.stages.ingest.shard import WAT_BLOCK, _wat_batch, extract_file
-from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
+from curate.testing.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
 
 FIXTURES = Path("/work/shared/fixtures/commoncrawl")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from curate.stages.ingest import watblock
 from curate.stages.ingest.watblock import BlockRejected, parse_wat_block
-from curate.stages.ingest.watgen import synthetic_pages, wat_page_records
+from curate.testing.watgen import synthetic_pages, wat_page_records
 
 pytestmark = pytest.mark.skipif(watblock._watlinks is None, reason="the C scanner was not built (no compiler)")
 

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from curate.demo.web import build_demo_web
-from curate.stages.ingest.watgen import write_wat
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
+from curate.testing.watgen import write_wat
 
 REPO = Path(__file__).resolve().parents[1]
 
