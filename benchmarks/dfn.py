@@ -31,9 +31,9 @@ from curate.dfn.config import DFNTrainConfig
 from curate.dfn.data import read_webdataset
 from curate.dfn.evaluate import evaluate_filter
 from curate.dfn.model import _named_model_cfg
-from curate.dfn.synthetic_set import write_webdataset
 from curate.models.save import save_clip_dir
 from curate.models.tiny import register_tiny_configs
+from curate.testing.synthetic_set import write_webdataset
 
 WARMUP_STEPS = 5
 

@@ -41,7 +41,7 @@ def _serve(port_queue: mp.Queue, stop: mp.Event, distinct: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from curate.testing_http import Route, serve_routes
+    from curate.testing.http import Route, serve_routes
 
     rng = np.random.default_rng(0)
     bodies = []

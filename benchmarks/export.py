@@ -1,6 +1,6 @@
 """Export throughput: curate export vs a hand-written webdataset filter-and-reshard, same pool, same run.
 
-The pool: `--size` successful samples of `--image-size` px JPEGs (curate.synthetic shapes) in
+The pool: `--size` successful samples of `--image-size` px JPEGs (curate.testing.synthetic shapes) in
 `--shards` download shards, a clip score table, and a subset of `--keep` of the uids. The peer is
 what one writes by hand with webdataset 0.2: wds.WebDataset over the download tars, keep samples whose
 uid is in the subset, wds.ShardWriter into new tars. curate additionally writes the metadata parquet
@@ -27,7 +27,7 @@ from curate import layout
 from curate.config import ExportConfig, StatsConfig
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
-from curate.synthetic import COLORS, SHAPES, draw_shape, encode
+from curate.testing.synthetic import COLORS, SHAPES, draw_shape, encode
 from curate.uid import make_uid
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from curate.config import FilterConfig
 from curate.pool import Pool
 from curate.stages.filter import run
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 
 SPEC = """name: bench_basic_clip30
 description: datacomp_basic + CLIP L/14 top 30% of the pool (DataComp intersection semantics)

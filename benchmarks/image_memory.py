@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from curate.config import DownloadConfig
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
 
 FORMATS = ("png_rgba16", "png_grey16", "png_rgba8", "png_palette_transparent", "jpeg_cmyk", "jpeg_rgb",
            "gif_transparent", "webp_animated")

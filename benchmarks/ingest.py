@@ -1,6 +1,6 @@
 """Ingest benchmark: candidates extracted per second per core, curate vs cc2dataset's process_wat.
 
-Both read the same generated WAT file (Common Crawl structure, see curate.stages.ingest.watgen),
+Both read the same generated WAT file (Common Crawl structure, see curate.testing.watgen),
 in the same run, each in a single process pinned to one thread. cc2dataset runs in its own
 virtualenv (it pins old dependencies and pulls in pyspark), created with:
 
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write the WAT here instead of a temp dir")
     args = parser.parse_args()
 
-    from curate.stages.ingest.watgen import synthetic_pages, write_wat
+    from curate.testing.watgen import synthetic_pages, write_wat
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.warc.wat.gz"

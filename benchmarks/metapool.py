@@ -116,7 +116,7 @@ def peer(files: list[str], model_path: str, out: str) -> None:
 
 
 def generate(meta: Path, rows: int, rows_per_file: int) -> list[Path]:
-    from curate.testing_metadata import write_metadata_dir
+    from curate.testing.metadata import write_metadata_dir
 
     files = max(1, rows // rows_per_file)
     marker = meta / f"_generated_{rows}_{rows_per_file}"

@@ -45,7 +45,7 @@ def write_shards(root: str, size: int, per_shard: int, image_px: int) -> list[st
     from curate import layout
     from curate.pool import Pool
     from curate.shards import SampleRow, ShardWriter, shard_name
-    from curate.synthetic import encode, make_samples
+    from curate.testing.synthetic import encode, make_samples
     from curate.uid import make_uid
 
     pool = Pool(root)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from curate import layout
-from curate.synthetic import make_samples, mismatched_caption
+from curate.testing.synthetic import make_samples, mismatched_caption
 
 TARGET_AUC = 0.9
 MAX_STEPS = 600  # a step budget, not seconds: the result must not depend on how loaded the machine is
@@ -110,7 +110,7 @@ def write_synthetic_shards(pool_root: str | Path, n_shards: int = 2, per_shard: 
 
     from curate.pool import Pool
     from curate.shards import SampleRow, ShardWriter, shard_name
-    from curate.synthetic import encode
+    from curate.testing.synthetic import encode
     from curate.uid import make_uid
 
     pool = Pool(str(pool_root))

@@ -1,6 +1,6 @@
 """A small but complete pool on disk for export/stats/notebook tests: real images, real tables.
 
-Download shards are written with curate.shards.ShardWriter from curate.synthetic images (so
+Download shards are written with curate.shards.ShardWriter from curate.testing.synthetic images (so
 exports carry decodable JPEGs), and score/dedup/subset/balance tables follow the DESIGN contract.
 """
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 from curate import layout
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
-from curate.synthetic import encode, make_samples
+from curate.testing.synthetic import encode, make_samples
 from curate.uid import make_uid, uids_to_npy_array
 
 LANGS = ("en", "de", "fr", "es")

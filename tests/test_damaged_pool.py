@@ -21,7 +21,7 @@ from curate.cli import app
 from curate.config import ScoreConfig
 from curate.errors import CurateError, PoolError, StageFailed
 from curate.pool import Pool
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 from curate.uid import make_uid
 from tests.clip_fixtures import write_synthetic_shards
 

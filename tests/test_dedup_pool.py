@@ -24,7 +24,7 @@ from curate import layout
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, shard_name
 from curate.stages.dedup.embeddings import embedding_array
-from curate.synthetic import COLORS, SHAPES, draw_shape
+from curate.testing.synthetic import COLORS, SHAPES, draw_shape
 from curate.uid import make_uid
 
 SIZE = 128

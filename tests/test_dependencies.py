@@ -178,7 +178,7 @@ for package in (curate.commands, curate.stages.filter, curate.stages.balance):
 from typer.testing import CliRunner
 from curate.cli import app
 from curate.pool import Pool
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 
 runner = CliRunner()
 assert runner.invoke(app, ["filter", "--help"]).exit_code == 0
@@ -230,7 +230,7 @@ main()
                    "one line naming the extra to install, before any shard is scored")
 def test_missing_models_extra_is_one_line_naming_the_extra(tmp_path: Path) -> None:
     from curate.pool import Pool
-    from curate.testing_pool import make_score_pool
+    from curate.testing.pool import make_score_pool
 
     make_score_pool(Pool(str(tmp_path / "pool")), n_shards=1, rows_per_shard=10)
     config = tmp_path / "p.yaml"

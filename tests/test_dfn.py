@@ -18,11 +18,11 @@ from curate.dfn import train_dfn
 from curate.dfn.config import DFNTrainConfig, PoolSubsetSource, ScalingSettings
 from curate.dfn.data import load_pairs, read_webdataset
 from curate.dfn.evaluate import auc, evaluate_filter
-from curate.dfn.synthetic_set import write_parquet, write_webdataset
 from curate.errors import ConfigError
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter, list_shards
-from curate.synthetic import encode, make_samples, mismatched_caption
+from curate.testing.synthetic import encode, make_samples, mismatched_caption
+from curate.testing.synthetic_set import write_parquet, write_webdataset
 from curate.uid import make_uid
 
 runner = CliRunner()

@@ -24,8 +24,8 @@ from curate.shards import SHARD_SCHEMA, iter_shard_samples, list_shards, read_sh
 from curate.stages import download
 from curate.stages.download.planning import plan_shards
 from curate.stages.download.shard import Segment, download_shard
-from curate.synthetic import draw_shape
-from curate.testing_http import Route, redirect, serve_routes
+from curate.testing.http import Route, redirect, serve_routes
+from curate.testing.synthetic import draw_shape
 from curate.uid import make_uid
 
 

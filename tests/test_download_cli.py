@@ -15,7 +15,7 @@ from curate.cli import app
 from curate.errors import ConfigError
 from curate.pool import Pool
 from curate.shards import iter_shard_samples, list_shards, read_shard_table
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
 from curate.uid import make_uid
 
 

@@ -228,7 +228,7 @@ def test_https_verifies_certificates(tmp_path, monkeypatch: pytest.MonkeyPatch) 
     import subprocess
 
     from curate.stages.download import fetch as fetch_module
-    from curate.testing_http import Route, serve_routes
+    from curate.testing.http import Route, serve_routes
 
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")

@@ -25,7 +25,7 @@ from curate.scorers.language import LanguageConfig, LanguageScorer, bundled_mode
 from curate.scorers.text_stats import TextStatsConfig, TextStatsScorer
 from curate.shards import SHARD_DIR
 from curate.stages.filter import run
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"
 KEY = "clip_l14_similarity_score"

@@ -31,7 +31,7 @@ from curate.stages.dedup.embeddings import embedding_array
 from curate.stages.filter import run
 from curate.stages.filter.columns import derive
 from curate.stages.filter.wordnet import WordNet
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 from tests.test_fidelity_datacomp import datacomp_fasttext_language, datacomp_saved_bytes, datacomp_uid_array
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"

@@ -17,7 +17,8 @@ from curate.stages.filter import run
 from curate.stages.filter.columns import load_shard_columns, read_catalog
 from curate.stages.filter.evaluate import fraction_columns
 from curate.stages.filter.spec import load_spec
-from curate.testing_pool import make_score_pool, random_uids
+from curate.testing import random_hex
+from curate.testing.pool import make_score_pool
 from curate.uid import all_unique, hex_uid_keys, sorted_uids_and_npy, uids_to_npy_array
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"
@@ -121,7 +122,7 @@ conditions:
 
 
 def test_vectorised_uids_match_the_reference_conversion() -> None:
-    uids = pa.concat_arrays([random_uids(np.random.default_rng(0), 5000), pa.array(["0" * 32, "f" * 32])])
+    uids = pa.concat_arrays([random_hex(np.random.default_rng(0), 5000), pa.array(["0" * 32, "f" * 32])])
     ordered, npy = sorted_uids_and_npy(uids.slice(3))
     assert ordered.equals(pc.take(uids.slice(3), pc.sort_indices(uids.slice(3))))
     assert npy.dtype == np.dtype("u8,u8") and np.array_equal(npy, uids_to_npy_array(uids.slice(3)))
@@ -135,7 +136,7 @@ def test_uids_that_are_not_lowercase_hex_take_the_general_path(bad: str | None) 
 
 
 def test_all_unique() -> None:
-    uids = random_uids(np.random.default_rng(1), 1000)
+    uids = random_hex(np.random.default_rng(1), 1000)
     assert all_unique(uids)
     assert not all_unique(pa.concat_arrays([uids, uids.slice(7, 1)]))
     # Same 64-bit prefix, different second half: still unique.

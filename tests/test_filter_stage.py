@@ -17,7 +17,7 @@ from curate.cli import app
 from curate.config import FilterConfig
 from curate.pool import Pool
 from curate.stages.filter import APPLY_PASS, Filter, run
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 from curate.uid import npy_array_to_uids
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"

@@ -22,8 +22,8 @@ from curate.pool import Pool
 from curate.population import population_ids
 from curate.shards import list_shards, read_shard_table
 from curate.stages.metaimport import ImportSettings, run
-from curate.testing_http import Route, serve_routes
-from curate.testing_metadata import metadata_table, write_metadata_dir, write_npz
+from curate.testing.http import Route, serve_routes
+from curate.testing.metadata import metadata_table, write_metadata_dir, write_npz
 from tests.test_fidelity_datacomp import datacomp_get_threshold, datacomp_saved_bytes, datacomp_uid_array
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from curate.stages.ingest.candidates import (
 )
 from curate.stages.ingest.shard import WAT_BLOCK, extract_file
 from curate.stages.ingest.watblock import parse_wat_block
-from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
+from curate.testing.watgen import synthetic_pages, warcinfo_record, wat_page_records, write_wat
 from curate.uid import make_uid
 
 FIXTURES = Path("/work/shared/fixtures/commoncrawl")

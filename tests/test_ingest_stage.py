@@ -22,7 +22,7 @@ from curate.config import IngestConfig
 from curate.errors import ConfigError, StageFailed
 from curate.pool import Pool
 from curate.stages.ingest import CANDIDATE_SCHEMA, plan_shards, run
-from curate.stages.ingest.watgen import write_wat
+from curate.testing.watgen import write_wat
 
 runner = CliRunner()
 

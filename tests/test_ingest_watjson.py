@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from curate.stages.ingest.candidates import CandidateRules
 from curate.stages.ingest.shard import extract_file
 from curate.stages.ingest.watblock import parse_wat_block
-from curate.stages.ingest.watgen import synthetic_pages, warcinfo_record, wat_page_records
+from curate.testing.watgen import synthetic_pages, warcinfo_record, wat_page_records
 
 EXPECTED = Path(__file__).resolve().parent / "data" / "ingest_wat_expected.json"
 

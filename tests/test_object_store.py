@@ -15,7 +15,7 @@ from curate.errors import StageFailed
 from curate.pool import Pool
 from curate.stages import ingest
 from curate.stages.ingest.fetch import open_input
-from curate.stages.ingest.watgen import synthetic_pages, write_wat
+from curate.testing.watgen import synthetic_pages, write_wat
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import yaml
 
 from curate.config import load_pipeline
-from curate.dfn.synthetic_set import write_webdataset
 from curate.pipeline import run_pipeline
 from curate.pool import Pool
+from curate.testing.synthetic_set import write_webdataset
 from tests.clip_fixtures import write_synthetic_shards
 
 

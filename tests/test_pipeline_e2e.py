@@ -22,8 +22,8 @@ import yaml
 
 from curate import layout
 from curate.demo.web import build_demo_web
-from curate.stages.ingest.watgen import write_wat
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
+from curate.testing.watgen import write_wat
 
 REPO = Path(__file__).resolve().parents[1]
 

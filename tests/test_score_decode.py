@@ -15,7 +15,7 @@ from PIL import Image
 
 from curate.scorers.base import ImageView
 from curate.stages.score import decode as d
-from curate.synthetic import draw_shape, encode
+from curate.testing.synthetic import draw_shape, encode
 
 CLIP_VIEW = ImageView(64, "crop", "RGB")
 HASH_VIEW = ImageView(32, "squash", "L")

@@ -10,7 +10,7 @@ import torch
 
 from curate.errors import ModelNotFoundError
 from curate.models.loading import RANDOM_WEIGHTS, check_available, describe_model, load_clip
-from curate.synthetic import make_samples, mismatched_caption
+from curate.testing.synthetic import make_samples, mismatched_caption
 from tests.clip_fixtures import matched_vs_shuffled_auc
 
 

@@ -15,7 +15,7 @@ from curate.config import ScoreConfig
 from curate.errors import PoolError, StageFailed
 from curate.pool import Pool
 from curate.stages.score import run
-from curate.synthetic import draw_shape, encode, make_samples, mismatched_caption
+from curate.testing.synthetic import draw_shape, encode, make_samples, mismatched_caption
 from tests.clip_fixtures import matched_vs_shuffled_auc, write_synthetic_shards
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from curate.scorers.image_stats import PHASH_VIEW, ImageStatsConfig, ImageStatsScorer, hamming, phash_batch
 from curate.stages.score.decode import decode_image
-from curate.synthetic import draw_shape, encode
+from curate.testing.synthetic import draw_shape, encode
 
 
 def _photo(seed: int, size: int = 256) -> Image.Image:

@@ -13,7 +13,7 @@ from curate.pool import Pool
 from curate.stages.dedup.embeddings import embedding_array
 from curate.stages.filter import prepare
 from curate.stages.filter.spec import load_spec
-from curate.testing_pool import make_score_pool
+from curate.testing.pool import make_score_pool
 
 FILTERS = Path(__file__).resolve().parent.parent / "filters"
 

@@ -21,8 +21,8 @@ from curate.demo.web import Resource, build_demo_web, write_training_set
 from curate.pipeline import run_pipeline
 from curate.pool import Pool
 from curate.progress import console
-from curate.stages.ingest.watgen import write_wat
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
+from curate.testing.watgen import write_wat
 
 REPO = Path(__file__).resolve().parents[2]
 

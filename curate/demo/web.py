@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from curate.synthetic import COLORS, SHAPES, ShapeSample, caption_for, draw_shape, encode, mismatched_caption
+from curate.testing.synthetic import COLORS, SHAPES, ShapeSample, caption_for, draw_shape, encode, mismatched_caption
 from curate.uid import make_uid
 
 # Captions in other languages, so the language scorer and datacomp_basic's English rule have work.

@@ -53,6 +53,12 @@ def target_size(width: int, height: int, size: int, mode: str, only_if_bigger: b
 # a few MB whatever the image size, instead of several float copies of the whole image.
 _CHUNK_PIXELS = 1 << 20
 _REDUCED_JPEG = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# A JPEG is decoded reduced only while it keeps this many times the target size: the area resize
+# after a reduction averages reduced pixels whose blocks straddle the output pixels' edges, which
+# blurs more the fewer there are. Reduced down to the target itself (a gap of 1) the stored pixels
+# were up to 6 levels off on average (100 at worst) from img2dataset's full decode on a real photo;
+# at 3, within tests/test_resizer_parity.py's tolerance (Pillow's reducing_gap makes the same trade).
+JPEG_REDUCING_GAP = 3
 
 
 def _pixels(img: np.ndarray) -> np.ndarray:
@@ -155,11 +161,12 @@ class ImageProcessor:
             raise ImageRejected(f"not a decodable image: {type(exc).__name__}") from exc
 
     def jpeg_reduction(self, header: Header, new: tuple[int, int] | None) -> int:
-        """Largest JPEG DCT scaling (1/2, 1/4, 1/8) that still leaves the image at least the target size."""
+        """Largest JPEG DCT scaling (1/2, 1/4, 1/8) that leaves the image JPEG_REDUCING_GAP times the target size."""
         if header.format != "JPEG" or new is None:
             return 1
         for factor in (8, 4, 2):
-            if -(-header.width // factor) >= new[0] and -(-header.height // factor) >= new[1]:
+            if (-(-header.width // factor) >= JPEG_REDUCING_GAP * new[0]
+                    and -(-header.height // factor) >= JPEG_REDUCING_GAP * new[1]):
                 return factor
         return 1
 
@@ -190,14 +197,19 @@ class ImageProcessor:
             if new is not None:
                 shrinking = new[0] * new[1] < original_width * original_height
                 img = cv2.resize(img, new, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
-            img = _to_bgr(self._crop_or_pad(img))
+            img = _to_bgr(self._crop_or_pad(img, original_width, original_height))
         ok, encoded = cv2.imencode(self.ext, img, self.params)
         if not ok:
             raise ImageRejected("image encoding error")
         height, width = img.shape[:2]
         return StoredImage(encoded.tobytes(), width, height, original_width, original_height)
 
-    def _crop_or_pad(self, img: np.ndarray) -> np.ndarray:
+    def _crop_or_pad(self, img: np.ndarray, original_width: int, original_height: int) -> np.ndarray:
+        # As img2dataset: only an image that takes the resize step is cropped or padded, so with
+        # resize_only_if_bigger an image no bigger than the target is stored as it is; padding is white.
+        side = min if self.mode == "center_crop" else max
+        if self.only_if_bigger and side(original_width, original_height) <= self.size:
+            return img
         h, w = img.shape[:2]
         if self.mode == "center_crop" and (h > self.size or w > self.size):
             top, left = max(0, (h - self.size) // 2), max(0, (w - self.size) // 2)
@@ -205,5 +217,5 @@ class ImageProcessor:
         if self.mode == "border" and (h < self.size or w < self.size):
             dh, dw = max(0, self.size - h), max(0, self.size - w)
             return cv2.copyMakeBorder(img, dh // 2, dh - dh // 2, dw // 2, dw - dw // 2, cv2.BORDER_CONSTANT,
-                                      value=[0, 0, 0])
+                                      value=[255, 255, 255, 255])
         return img

@@ -1,4 +1,4 @@
-"""Write a generated high-quality set (curate.synthetic shapes) as webdataset tars or Parquet.
+"""Write a generated high-quality set (curate.testing.synthetic shapes) as webdataset tars or Parquet.
 
 Tests, the demo and the benchmark train DFNs on it: the caption names the colour and shape the
 image shows, and each sample's .json carries `class` ("<colour> <shape>") for eval-dfn.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.synthetic import encode, make_samples
+from curate.testing.synthetic import encode, make_samples
 from curate.uid import make_uid
 
 

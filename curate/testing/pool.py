@@ -16,6 +16,7 @@ import pyarrow as pa
 from curate import layout
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, SHARD_SCHEMA, shard_name
+from curate.testing import random_hex
 
 # Scorer directory -> columns it writes (contract names).
 SCORERS: dict[str, tuple[str, ...]] = {
@@ -32,17 +33,6 @@ _WORDS = np.array(str.split("a photo of the red blue green cat dog house car tre
                             "beach city mountain person woman man child food bowl table chair sky night day"))
 _LANGS = np.array(["en", "de", "fr", "es", "ja", "ru", "zh", "pt", "it", "nl"])
 _LANG_P = np.array([0.45, 0.1, 0.08, 0.08, 0.07, 0.06, 0.06, 0.04, 0.03, 0.03])
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def random_uids(rng: np.random.Generator, n: int) -> pa.Array:
-    """n random 32-hex-character uids, built without a Python loop."""
-    raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
-    chars = np.empty((n, 32), dtype=np.uint8)
-    chars[:, 0::2] = _HEX[raw >> 4]
-    chars[:, 1::2] = _HEX[raw & 15]
-    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
 
 
 def _caption_bank(rng: np.random.Generator, size: int = 4096) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -58,7 +48,7 @@ def _caption_bank(rng: np.random.Generator, size: int = 4096) -> tuple[pa.Array,
 def make_shard_tables(rng: np.random.Generator, n: int, bank: tuple[pa.Array, np.ndarray, np.ndarray],
                       failure_rate: float = 0.08) -> tuple[pa.Table, dict[str, pa.Table]]:
     """One shard: the download table (all rows) and score tables (successful rows only)."""
-    uids = random_uids(rng, n)
+    uids = random_hex(rng, n)
     pick = rng.integers(0, len(bank[0]), size=n)
     captions = bank[0].take(pa.array(pick))
     ok = rng.random(n) >= failure_rate

@@ -15,27 +15,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.testing import random_hex
+
 ENGLISH = ("the", "a", "photo", "of", "red", "blue", "house", "dog", "cat", "garden", "with", "and", "small",
            "large", "beautiful", "old", "new", "car", "street", "view", "from", "mountain", "river", "city")
 OTHER = ("das", "ein", "haus", "mit", "und", "der", "hund", "la", "maison", "avec", "le", "chat", "una",
          "casa", "con", "perro", "gato", "grande")
-_HEXCHARS = np.frombuffer(b"0123456789abcdef", np.uint8)
-
-
-def hex_strings(raw: np.ndarray) -> pa.Array:
-    """(n, k) uint8 → n lowercase hex strings of 2k characters, without a Python loop."""
-    n, k = raw.shape
-    chars = np.empty((n, 2 * k), np.uint8)
-    chars[:, 0::2] = _HEXCHARS[raw >> 4]
-    chars[:, 1::2] = _HEXCHARS[raw & 15]
-    offsets = np.arange(0, (n + 1) * 2 * k, 2 * k, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
-
 
 def metadata_table(rows: int, seed: int, first_row: int = 0) -> pa.Table:
     """One DataComp metadata table of `rows` rows (uids random, so unique in practice)."""
     rng = np.random.default_rng(seed)
-    uids = hex_strings(rng.integers(0, 256, (rows, 16), dtype=np.uint8))
+    uids = random_hex(rng, rows)
     index = pa.array(np.arange(first_row, first_row + rows).astype(str))
     urls = pc.binary_join_element_wise("http://img.example/", index, ".jpg", "")
     english = rng.random(rows) < 0.7
@@ -51,7 +41,7 @@ def metadata_table(rows: int, seed: int, first_row: int = 0) -> pa.Table:
     b32 = rng.normal(0.28, 0.05, rows).astype(np.float64)
     l14 = rng.normal(0.25, 0.05, rows).astype(np.float64)
     faces = pa.array([[]] * rows, pa.list_(pa.list_(pa.float64())))
-    sha = hex_strings(rng.integers(0, 256, (rows, 32), dtype=np.uint8))
+    sha = random_hex(rng, rows, 32)
     return pa.table({"uid": uids, "url": urls, "text": text, "original_width": width, "original_height": height,
                      "clip_b32_similarity_score": b32, "clip_l14_similarity_score": l14,
                      "face_bboxes": faces, "sha256": sha})
