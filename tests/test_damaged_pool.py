@@ -212,7 +212,7 @@ def test_score_fails_only_the_damaged_shard(case: str, tmp_path: Path, ray_runti
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}]}), quiet=True)
     assert info.value.failed.keys() == {"00000001"}
     assert "shards/00000001.parquet" in info.value.failed["00000001"]
-    assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
+    assert pool.exists(layout.score_marker("00000000")) and not pool.exists(layout.score_marker("00000001"))
 
 
 # ------------------------------------------------------------------------------------- balance

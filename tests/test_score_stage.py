@@ -86,13 +86,13 @@ def test_score_stage_end_to_end(tiny_clip_dir: Path, tmp_path: Path, ray_runtime
     vectors = np.stack(emb["image_embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=2e-3)
     assert emb.num_rows == 24 and "text_embedding" in emb.column_names
-    assert pool.is_done("score", "00000000") and pool.read_report("score")["scorers"][0] == "tiny"
+    assert pool.exists(layout.score_marker("00000000")) and pool.read_report("score")["scorers"][0] == "tiny"
 
     # Resume: a second run does nothing; a lost marker re-scores only that shard.
     before = pool.read_bytes("scores/tiny/00000000.parquet")
     again = run(pool, _config(tiny_clip_dir), quiet=True)
     assert again["shards_run_now"] == 0 and again["shards_skipped_as_done"] == 2
-    pool.remove("_done/score/00000001.json")
+    pool.remove(layout.score_marker("00000001"))
     third = run(pool, _config(tiny_clip_dir), quiet=True)
     assert third["shards_run_now"] == 1
     assert pool.read_bytes("scores/tiny/00000000.parquet") == before
@@ -134,7 +134,7 @@ def test_missing_model_fails_before_reading_shards(tmp_path: Path) -> None:
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "/no/such/dir"}]}), quiet=True)
-    assert not pool.is_done("score", "00000000")
+    assert not pool.exists(layout.score_marker("00000000"))
 
 
 def test_empty_pool_and_empty_config_are_errors(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_unreadable_shard_is_named_and_others_finish(tmp_path: Path, ray_runtime
     with pytest.raises(StageFailed, match="00000001"):
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}, {"type": "image_stats"}]}),
             quiet=True)
-    assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
+    assert pool.exists(layout.score_marker("00000000")) and not pool.exists(layout.score_marker("00000001"))
     assert "00000001" in pool.read_report("score")["shards_failed"]
 
 
