@@ -16,6 +16,7 @@ step is constructed once, and a batch larger than a step's batch_size is cut to 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -30,8 +31,6 @@ def execute_batches(ctx: StageContext, p: BatchPass, label: str, markers: str, t
                     finished: Callable[[str, Any], None], timings: dict[str, float]) -> None:
     """Run the shards of `todo` (shard -> marker fingerprint) through `p`; `finished(shard, stats or
     exception)` is called on the driver as each one ends; where the time went goes into `timings`."""
-    import os
-
     task = _MarkedShard(lambda pool, sid, rows, _settings: p.finish(pool, sid, rows), label, markers)
 
     def complete(sid: str, rows: Batch) -> None:
