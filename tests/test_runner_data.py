@@ -104,8 +104,7 @@ def _outputs(pool: Pool) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.fault("runner", "a BatchPass shard whose reader reports an error row, or whose expected row count "
                    "cannot be read", "that shard is named failed with its error; the others are written and marked")
-def test_batch_pass_in_process(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+def test_batch_pass_in_process(tmp_path, local_executor) -> None:
     Scale.constructed = Scale.largest_batch = 0
     pool = Pool(str(tmp_path / "pool"))
     report = _run(pool)
@@ -128,8 +127,7 @@ def test_batch_pass_in_process(tmp_path, monkeypatch) -> None:
     assert changed["shards_run_now"] == 3 and _outputs(pool)["03"] == [(0, 0.0), (1, 3.0), (2, 6.0)]
 
 
-def test_batch_pass_finish_failure_leaves_no_marker(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+def test_batch_pass_finish_failure_leaves_no_marker(tmp_path, local_executor) -> None:
     pool = Pool(str(tmp_path / "pool"))
     report = _run(pool, fail_finish="03")
     assert "disk full writing 03" in report["passes"]["scale"]["shards_failed"]["03"]
