@@ -142,12 +142,15 @@ def _run_ray(ctx: StageContext, p: BatchPass, shards: list[str], gather: _Gather
                 # Start-up: Ray Data planning, worker and actor start, model load, first rows.
                 first = time.time()
                 timings["until_first_result_s"] = first - streaming
+                _gate(p)
             gather.add(batch)
     except KeyboardInterrupt:
         console.print(f"[{ctx.key}] interrupted; shards finished this run are kept")
         raise
     except Exception as exc:
+        _gate(p)  # a failed gate explains a failed stream (and stops it): raised as is
         gather.fail_open(exc)
+    _gate(p)
     gather.close_all()
     if first is not None:
         timings["streaming_s"] = time.time() - first
@@ -167,13 +170,21 @@ def _run_local(p: BatchPass, shards: list[str], gather: _Gather, timings: dict[s
                     if first is None:
                         first = time.time()
                         timings["until_first_result_s"] = first - started
+                        _gate(p)
                     gather.add(out)
-        except Exception as exc:  # this shard fails; the next one goes on
+        except Exception as exc:  # this shard fails (unless the gate is shut); the next one goes on
+            _gate(p)
             gather.fail_one(sid, exc)
             continue
+        _gate(p)
         gather.close(sid)  # its reader is done: no more rows will come
     if first is not None:
         timings["streaming_s"] = time.time() - first
+
+
+def _gate(p: BatchPass) -> None:
+    if p.ready is not None:
+        p.ready()
 
 
 def _through(steps: list[TaskStep | ActorStep], k: int, batch: Batch, actors: dict[int, Any]) -> Iterator[Batch]:

@@ -144,6 +144,11 @@ class BatchPass:
     # Called on the driver with the Ray cluster's resources (ray.cluster_resources()) before the
     # dataset starts: a stage refuses a plan that cannot run there (Ray Data would wait forever).
     check_cluster: Callable[[Mapping[str, float]], None] | None = None
+    # A gate on the driver before any shard is finished (at the first rows, or at the end when none
+    # came) and again when the stream fails: an exception from it stops the pass and is raised as is
+    # (score's model checks, which run on a thread while Ray starts; a missing model is reported as
+    # such, not as the actor crash it causes). It must raise the same error every time it is called.
+    ready: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.steps or not isinstance(self.steps[0], TaskStep):

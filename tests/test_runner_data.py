@@ -54,6 +54,7 @@ class Scale:
 class ToyConfig(BaseModel):
     factor: float = 2.0
     fail_finish: str = ""
+    gate_shut: bool = False
 
 
 def _expected(pool: Pool, sid: str) -> int:
@@ -80,11 +81,16 @@ class Toy(Stage):
             pids = sorted({int(p) for p in rows.get("pid", [])})
             return {"samples": table.num_rows, "counts": {"rows": table.num_rows}, "pids": pids}
 
+        def ready() -> None:
+            if config.gate_shut:
+                raise PoolError("the model is not there")
+
         result = ctx.run_pass(BatchPass(
             "scale", dict.fromkeys(SHARDS),
             [TaskStep(read_rows, {"per_batch": 2}), ActorStep(Scale, (config.factor,), batch_size=2, num_cpus=0.5)],
             _expected, finish, fingerprint={"factor": config.factor},
-            outputs=lambda sid, _payload, _stats: [f"out/{sid}.parquet"], error_column="err"), check=False)
+            outputs=lambda sid, _payload, _stats: [f"out/{sid}.parquet"], error_column="err", ready=ready),
+            check=False)
         ctx.fail_if_failed({"timings": result.timings})
         return {"timings": result.timings}
 
@@ -133,6 +139,13 @@ def test_batch_pass_finish_failure_leaves_no_marker(tmp_path, local_executor) ->
     assert "disk full writing 03" in report["passes"]["scale"]["shards_failed"]["03"]
     assert not pool.exists(layout.marker("toy", "scale", "03")) and pool.exists(layout.marker("toy", "scale", "05"))
     assert _run(pool)["passes"]["scale"]["shards_run_now"] == 1  # only the shard that failed
+
+
+def test_batch_pass_shut_gate_stops_it_before_any_output(tmp_path, local_executor) -> None:
+    pool = Pool(str(tmp_path / "pool"))
+    with pytest.raises(PoolError, match="the model is not there"):
+        runner.run(Toy(), pool, ToyConfig(gate_shut=True), quiet=True)
+    assert not pool.exists("out") and not pool.exists(layout.markers_dir("toy", "scale"))
 
 
 @pytest.mark.ray

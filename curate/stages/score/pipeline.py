@@ -134,7 +134,6 @@ def score_pass(pool: Pool, config: ScoreConfig, scorers: list[Scorer], shards: l
         return expected[shard_id]
 
     def finish(pool: Pool, shard_id: str, rows: Batch) -> dict[str, Any]:
-        preflight.wait()  # nothing is written unless every model checked out
         return write_shard(pool, shard_id, expected[shard_id], rows, scorers)
 
     def outputs(shard_id: str, _payload: object, _stats: Mapping[str, Any]) -> list[str]:
@@ -150,6 +149,7 @@ def score_pass(pool: Pool, config: ScoreConfig, scorers: list[Scorer], shards: l
         shard_inputs=lambda shard_id, _payload: downloads.get(shard_id),
         outputs=outputs, shard_column=SHARD, error_column=SHARD_ERROR,
         check_cluster=lambda cluster: _check_cpu_budget(config, models, float(cluster.get("CPU", 0))),
+        ready=preflight.wait,  # nothing is written unless every model checked out
     )
 
 
