@@ -101,6 +101,7 @@ def naive_loop(root: str, shard_ids: list[str], model: str, device: str,
 
 def batched_pipeline(root: str, model: str, device: str, batch_size: int,
                      decode_tasks: int, jpeg_decode_on: str = "tasks") -> dict[str, object]:
+    from curate import layout
     from curate.config import ScoreConfig
     from curate.pool import Pool
     from curate.stages.score import run
@@ -116,7 +117,8 @@ def batched_pipeline(root: str, model: str, device: str, batch_size: int,
     start = time.time()
     report = run(Pool(root), cfg, quiet=True, rerun=True)
     seconds = time.time() - start
-    done = sorted((float(st["finished_at"]), int(st["samples"])) for st in Pool(root).done_shards("score").values())
+    markers = Pool(root).read_marker_dir(layout.SCORE_MARKERS)[0]
+    done = sorted((float(st["finished_at"]), int(st["samples"])) for st in markers.values())
     half = len(done) // 2
     span = done[-1][0] - done[half][0] if len(done) >= 4 else 0.0
     # Meaningless when shards finish together (one model batch spans several shards): report none then.

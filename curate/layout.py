@@ -282,3 +282,13 @@ DOWNLOAD_MARKERS = markers_dir(DOWNLOAD_STAGE, DOWNLOAD_PASS)
 
 def download_marker(shard_id: str) -> str:
     return marker(DOWNLOAD_STAGE, DOWNLOAD_PASS, shard_id)
+
+
+# The score stage's one pass; benchmarks and tests read its markers (finished_at, samples).
+SCORE_STAGE = "score"
+SCORE_PASS = "score"
+SCORE_MARKERS = markers_dir(SCORE_STAGE, SCORE_PASS)
+
+
+def score_marker(shard_id: str) -> str:
+    return marker(SCORE_STAGE, SCORE_PASS, shard_id)

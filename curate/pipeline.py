@@ -121,7 +121,8 @@ def stage_runner(stage: str) -> Callable[..., Any]:
 def stage_class(stage: str) -> type[Stage]:
     """The Stage subclass a stage's package defines (the one whose `name` is `stage`)."""
     module = importlib.import_module(STAGE_MODULES[stage])
-    for value in vars(module).values():
+    # __all__ too: a package may load its driver side lazily (score's workers import it for the decoder).
+    for value in [*vars(module).values(), *(getattr(module, n) for n in getattr(module, "__all__", ()))]:
         if isinstance(value, type) and issubclass(value, Stage) and getattr(value, "name", None) == stage:
             return value
     raise TypeError(f"{STAGE_MODULES[stage]} defines no Stage subclass named {stage!r}")

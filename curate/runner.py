@@ -31,7 +31,17 @@ from curate import layout
 from curate.errors import CurateError, StageFailed
 from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
-from curate.stage import Pass, PassReport, PassResult, Resources, Stage, StageContext, StageReport, fingerprint_of
+from curate.stage import (
+    BatchPass,
+    Pass,
+    PassReport,
+    PassResult,
+    Resources,
+    Stage,
+    StageContext,
+    StageReport,
+    fingerprint_of,
+)
 
 ShardFn = Callable[[Pool, str, Any, Any], Mapping[str, Any] | None]
 OutputsFn = Callable[[str, Any, Mapping[str, Any]], list[str]]
@@ -117,8 +127,14 @@ def _test_pause(stage: str, shard_id: str, spec: str) -> None:
         time.sleep(0.05)
 
 
+class ShardError(Exception):
+    """A shard's failure already put in words where it happened (a BatchPass row's error column)."""
+
+
 def _short_error(exc: BaseException) -> str:
     """The last line of the root cause: what a user needs in a summary table."""
+    if isinstance(exc, ShardError):
+        return str(exc)[:500]
     cause = getattr(exc, "cause", None) or exc
     text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
     return text.splitlines()[-1][:500] if text else type(cause).__name__
@@ -305,13 +321,13 @@ def raise_failures(ctx: StageContext, extra: Mapping[str, Any] | None = None) ->
         raise StageFailed(ctx.key, failed)
 
 
-def _marker_fingerprint(p: Pass, pass_fp: str | None, sid: str) -> str | None:
+def _marker_fingerprint(p: Pass | BatchPass, pass_fp: str | None, sid: str) -> str | None:
     if p.shard_inputs is None:
         return pass_fp
     return fingerprint_of(pass_fp, p.shard_inputs(sid, p.shards[sid]))
 
 
-def finished_shards(ctx: StageContext, p: Pass, pass_fp: str | None) -> dict[str, dict[str, Any]]:
+def finished_shards(ctx: StageContext, p: Pass | BatchPass, pass_fp: str | None) -> dict[str, dict[str, Any]]:
     """Markers of `p` that count as done (the one resume rule); the others are removed, with one line each
     for damaged or phantom markers and one line in all for markers made with other inputs or config."""
     pool = ctx.pool
@@ -355,7 +371,7 @@ def _exists_outside(path: str) -> bool:
     return bool(fs.exists(where))
 
 
-def run_pass(ctx: StageContext, p: Pass, *, check: bool = True) -> PassResult:
+def run_pass(ctx: StageContext, p: Pass | BatchPass, *, check: bool = True) -> PassResult:
     """Run every shard of `p` not already done (see curate.stage for the rule), then record the pass."""
     if p.name in ctx.passes:
         raise ValueError(f"stage {ctx.key}: pass {p.name!r} ran twice in one run")
@@ -380,7 +396,12 @@ def run_pass(ctx: StageContext, p: Pass, *, check: bool = True) -> PassResult:
             ran.append(sid)
             progress.update(int(outcome.get("samples", 0)))
 
-    if todo:
+    timings: dict[str, float] = {}
+    if todo and isinstance(p, BatchPass):
+        from curate.runner_data import execute_batches
+
+        execute_batches(ctx, p, label, markers, fingerprints, finished, timings)
+    elif todo:
         task = _MarkedShard(p.fn, label, markers)
         _execute(ctx, p.resources, task, {sid: (payload, fingerprints[sid]) for sid, payload in todo.items()},
                  p.settings, finished, in_driver=p.in_driver)
@@ -402,7 +423,7 @@ def run_pass(ctx: StageContext, p: Pass, *, check: bool = True) -> PassResult:
             console.print(f"[red][{label}] shard {sid} FAILED: {err}[/red]")
     if check and failed:
         raise_failures(ctx)
-    return PassResult(p.name, done, ran, skipped, failed, totals)
+    return PassResult(p.name, done, ran, skipped, failed, totals, timings)
 
 
 def gather(ctx: StageContext, p: Pass, what: str | None = None) -> list[Any]:

@@ -21,6 +21,9 @@ A pass is one sharded map `fn(pool, shard_id, payload, settings) -> stats`. `ctx
 the shards not yet done and returns once all have finished; between passes the stage's `run` does
 what a driver does (merge parts, fit a threshold). `ctx.gather` is a pass whose per-shard results
 come back to the driver instead of being written (cut-offs, k-means points): no markers.
+A `BatchPass` is the same for model inference: shards streamed through map steps (a reader task,
+then actor pools that load a model once) on Ray Data, rows gathered per shard on the driver and
+written by `finish` (curate/runner_data.py); resume, markers and report are those of a Pass.
 
 Resume, for every stage: a shard of a pass is done when `_done/<key>/<pass>/<shard>.json` exists,
 is a JSON object, names every output `Pass.outputs` lists, and carries the fingerprint of the
@@ -83,6 +86,75 @@ class Pass:
     in_driver: bool = False
 
 
+@dataclass(frozen=True)
+class TaskStep:
+    """A function step of a BatchPass, run as Ray Data CPU tasks.
+
+    The first step of a pass is its reader: `fn({shard_column: [shard id]}, **kwargs)` yields the
+    shard's rows as numpy batches (dicts of column arrays), each with the shard column. A later
+    task step maps a batch: `fn(batch, **kwargs)` returns or yields batches."""
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    num_cpus: float = 1.0
+    # Also keeps Ray Data from fusing this step into the actor step after it.
+    memory_mb: int | None = None
+    batch_size: int | None = None  # later steps only; the reader gets one shard id per call
+
+
+@dataclass(frozen=True)
+class ActorStep:
+    """A class step of a BatchPass: a pool of `concurrency` actors, each `cls(*args)` once (a model
+    loads once per actor), then `actor(batch) -> batch` on batches of up to `batch_size` rows."""
+
+    cls: type
+    args: tuple[Any, ...] = ()
+    concurrency: int = 1
+    batch_size: int | None = None
+    num_cpus: float = 1.0
+    # "auto": one GPU per actor when the cluster has GPUs, none otherwise.
+    num_gpus: float | str = 0.0
+
+
+Batch = dict[str, Any]  # column -> numpy array, Ray Data's "numpy" batch format
+
+
+@dataclass
+class BatchPass:
+    """A sharded map for batch inference: every shard's rows stream through `steps` in order; on the
+    driver, once a shard's rows are all in, `finish(pool, shard, rows) -> stats` writes its outputs
+    and the runner writes its marker. Resume, fingerprint, outputs and report are those of a Pass.
+
+    rows: the shard's batches concatenated in arrival order (not sorted; {} when the shard had no
+    rows). A shard's rows are all in once `expected(pool, shard)` of them arrived, or the stream
+    ended; a row whose `error_column` is not empty fails its shard with that text (a reader reports
+    a shard it cannot read this way, rather than failing the whole dataset)."""
+
+    name: str
+    shards: Mapping[str, Any]
+    steps: list[TaskStep | ActorStep]
+    expected: Callable[[Pool, str], int]
+    finish: Callable[[Pool, str, Batch], Mapping[str, Any] | None]
+    fingerprint: Any = None
+    shard_inputs: Callable[[str, Any], Any] | None = None
+    outputs: OutputsFn | None = None
+    counts_key: str = "counts"
+    shard_column: str = "shard"
+    error_column: str | None = "shard_error"
+    # Called on the driver with the Ray cluster's resources (ray.cluster_resources()) before the
+    # dataset starts: a stage refuses a plan that cannot run there (Ray Data would wait forever).
+    check_cluster: Callable[[Mapping[str, float]], None] | None = None
+    # A gate on the driver before any shard is finished (at the first rows, or at the end when none
+    # came) and again when the stream fails: an exception from it stops the pass and is raised as is
+    # (score's model checks, which run on a thread while Ray starts; a missing model is reported as
+    # such, not as the actor crash it causes). It must raise the same error every time it is called.
+    ready: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.steps or not isinstance(self.steps[0], TaskStep):
+            raise ValueError(f"batch pass {self.name!r}: the first step must be a TaskStep (the reader)")
+
+
 @dataclass
 class PassResult:
     name: str
@@ -91,6 +163,8 @@ class PassResult:
     skipped: list[str]
     failed: dict[str, str]
     totals: dict[str, Any]
+    # Where a BatchPass's wall time went (ray_start_s, until_first_result_s, streaming_s).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -170,7 +244,7 @@ class StageContext:
     last_pass: str | None = None
     started: float = field(default_factory=time.time)
 
-    def run_pass(self, p: Pass, *, check: bool = True) -> PassResult:
+    def run_pass(self, p: Pass | BatchPass, *, check: bool = True) -> PassResult:
         """Run the shards of `p` not yet done; with `check`, raise StageFailed (after writing the
         report) if any still failed after its retries."""
         from curate.runner import run_pass

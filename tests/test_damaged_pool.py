@@ -1,7 +1,6 @@
 """Damaged pools through the CLI: each damaged file is one line naming it, and a bad shard fails only that shard.
 
-Stages run in-process (CURATE_EXECUTOR=local) where they can, so these need no Ray; the score case
-runs on Ray like the score stage always does.
+Stages run in-process (CURATE_EXECUTOR=local), so these need no Ray.
 """
 
 from __future__ import annotations
@@ -190,18 +189,15 @@ def test_pool_pipeline_yaml_damaged_is_one_line(content: bytes, tmp_path: Path) 
     assert not pool.exists("shards")
 
 
-# ------------------------------------------------------------------------------------- score (Ray)
+# ------------------------------------------------------------------------------------- score
 
 
 @pytest.mark.fault("score", "a truncated download shard parquet, or a marker whose shard parquet is gone",
                    "that shard fails with one line naming the file; the others are scored")
-@pytest.mark.ray
 @pytest.mark.parametrize("case", ["truncated", "phantom"])
-def test_score_fails_only_the_damaged_shard(case: str, tmp_path: Path, ray_runtime: object,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_fails_only_the_damaged_shard(case: str, tmp_path: Path) -> None:
     from curate.stages.score import run
 
-    monkeypatch.delenv("CURATE_EXECUTOR")
     pool = Pool(str(tmp_path / "pool"))
     write_synthetic_shards(pool.url, n_shards=2, per_shard=3)
     if case == "truncated":
@@ -212,7 +208,7 @@ def test_score_fails_only_the_damaged_shard(case: str, tmp_path: Path, ray_runti
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}]}), quiet=True)
     assert info.value.failed.keys() == {"00000001"}
     assert "shards/00000001.parquet" in info.value.failed["00000001"]
-    assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
+    assert pool.exists(layout.score_marker("00000000")) and not pool.exists(layout.score_marker("00000001"))
 
 
 # ------------------------------------------------------------------------------------- balance

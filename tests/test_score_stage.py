@@ -86,13 +86,13 @@ def test_score_stage_end_to_end(tiny_clip_dir: Path, tmp_path: Path, ray_runtime
     vectors = np.stack(emb["image_embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=2e-3)
     assert emb.num_rows == 24 and "text_embedding" in emb.column_names
-    assert pool.is_done("score", "00000000") and pool.read_report("score")["scorers"][0] == "tiny"
+    assert pool.exists(layout.score_marker("00000000")) and pool.read_report("score")["scorers"][0] == "tiny"
 
     # Resume: a second run does nothing; a lost marker re-scores only that shard.
     before = pool.read_bytes("scores/tiny/00000000.parquet")
     again = run(pool, _config(tiny_clip_dir), quiet=True)
     assert again["shards_run_now"] == 0 and again["shards_skipped_as_done"] == 2
-    pool.remove("_done/score/00000001.json")
+    pool.remove(layout.score_marker("00000001"))
     third = run(pool, _config(tiny_clip_dir), quiet=True)
     assert third["shards_run_now"] == 1
     assert pool.read_bytes("scores/tiny/00000000.parquet") == before
@@ -134,7 +134,7 @@ def test_missing_model_fails_before_reading_shards(tmp_path: Path) -> None:
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "/no/such/dir"}]}), quiet=True)
-    assert not pool.is_done("score", "00000000")
+    assert not pool.exists(layout.score_marker("00000000"))
 
 
 def test_empty_pool_and_empty_config_are_errors(tmp_path: Path) -> None:
@@ -155,17 +155,110 @@ def test_config_errors() -> None:
         ScoreConfig.model_validate({"scorers": [{"type": "clip", "model": "x", "modle": "y"}]})
 
 
+def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CURATE_EXECUTOR=local, and proof that it is honoured: starting Ray fails the test."""
+    import curate.runtime
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("CURATE_EXECUTOR=local, yet the stage started Ray")
+
+    monkeypatch.setenv("CURATE_EXECUTOR", "local")
+    monkeypatch.setattr(curate.runtime, "ensure_ray", refuse)
+
+
 @pytest.mark.fault("score", "an unreadable download shard", "that shard is named as failed; the others finish")
-@pytest.mark.ray
-def test_unreadable_shard_is_named_and_others_finish(tmp_path: Path, ray_runtime: object) -> None:
+@pytest.mark.parametrize("executor", [pytest.param("ray", marks=pytest.mark.ray), "local"])
+def test_unreadable_shard_is_named_and_others_finish(executor: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if executor == "ray":
+        request.getfixturevalue("ray_runtime")
+    else:
+        _no_ray(monkeypatch)
     pool = Pool(str(tmp_path / "pool"))
     write_synthetic_shards(pool.url, n_shards=2, per_shard=3)
     pool.write_bytes("shards/00000001.tar", b"this is not a tar file" * 100)
     with pytest.raises(StageFailed, match="00000001"):
         run(pool, ScoreConfig.model_validate({"scorers": [{"type": "text_stats"}, {"type": "image_stats"}]}),
             quiet=True)
-    assert pool.is_done("score", "00000000") and not pool.is_done("score", "00000001")
-    assert "00000001" in pool.read_report("score")["shards_failed"]
+    assert pool.exists(layout.score_marker("00000000")) and not pool.exists(layout.score_marker("00000001"))
+    report = pool.read_report("score")
+    assert "00000001" in report["shards_failed"] and report["shards_done"] == 1
+    # The error is the reader's, not a crash of the dataset.
+    assert "tar" in report["passes"]["score"]["shards_failed"]["00000001"].lower()
+
+
+def _tables(pool: Pool, names: tuple[str, ...]) -> dict[str, pa.Table]:
+    out = {f"scores/{n}": pool.read_parquet_dir(layout.scores_dir(n)) for n in names}
+    out["embeddings/tiny"] = pool.read_parquet_dir(layout.embeddings_dir("tiny"))
+    return out
+
+
+@pytest.mark.ray
+def test_local_executor_gives_the_ray_outputs(tiny_clip_dir: Path, tmp_path: Path, ray_runtime: object,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """CURATE_EXECUTOR=local runs the same pass in this process (no Ray) with the same files and counts."""
+    names = ("tiny", "nsfw", "language", "text_stats", "image_stats")
+    results = {}
+    for executor in ("ray", "local"):
+        if executor == "local":
+            _no_ray(monkeypatch)
+        pool = Pool(str(tmp_path / executor))
+        write_synthetic_shards(pool.url, n_shards=2, per_shard=12, extra_images=_bad_images())
+        report = run(pool, _config(tiny_clip_dir), quiet=True)
+        markers = {sid: pool.read_json(layout.score_marker(sid)) for sid in ("00000000", "00000001")}
+        results[executor] = (report, _tables(pool, names), markers)
+    ray_report, ray_tables, ray_markers = results["ray"]
+    local_report, local_tables, local_markers = results["local"]
+    assert local_report["totals"]["counts"] == ray_report["totals"]["counts"]
+    assert local_report["totals"]["notes"] == ray_report["totals"]["notes"]
+    assert local_report["shards_done"] == 2 and "ray_start_s" not in local_report["phase_seconds"]
+    for sid, marker in local_markers.items():
+        same = ("samples", "expected_samples", "counts", "notes", "scorers", "_fingerprint")
+        assert {k: marker[k] for k in same} == {k: ray_markers[sid][k] for k in same}
+    for rel, table in local_tables.items():
+        theirs = ray_tables[rel]
+        assert table.schema == theirs.schema and table.num_rows == theirs.num_rows, rel
+        for column in table.column_names:
+            mine, other = table[column].to_pylist(), theirs[column].to_pylist()
+            if table.schema.field(column).type in (pa.float32(), pa.float64()):
+                a = np.array([np.nan if v is None else v for v in mine], float)
+                b = np.array([np.nan if v is None else v for v in other], float)
+                assert np.allclose(a, b, atol=1e-4, equal_nan=True), (rel, column)
+            elif pa.types.is_fixed_size_list(table.schema.field(column).type):
+                assert np.allclose(np.array(mine, float), np.array(other, float), atol=2e-3), (rel, column)
+            else:
+                assert mine == other, (rel, column)
+
+
+def test_changed_scorer_config_redoes_shards_and_unchanged_skips(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_ray(monkeypatch)
+    pool = Pool(str(tmp_path / "pool"))
+    write_synthetic_shards(pool.url, n_shards=2, per_shard=4)
+    scorers: list[dict[str, object]] = [{"type": "text_stats"}, {"type": "image_stats"}]
+
+    def score(**extra: object) -> dict:
+        return run(pool, ScoreConfig.model_validate({"scorers": scorers, **extra}), quiet=True)
+
+    assert score()["shards_run_now"] == 2
+    assert pool.read_report("score")["totals"]["counts"] == {"scored": 8}
+    unchanged = score()
+    assert unchanged["shards_run_now"] == 0 and unchanged["shards_skipped_as_done"] == 2
+    # How scorers run (batch sizes, CPUs, actors) does not change what they write: kept.
+    scorers[1] = {"type": "image_stats", "batch_size": 3, "num_cpus": 2}
+    assert score(decode_batch_size=3)["shards_run_now"] == 0
+    # What they write does: a stricter pixel cap redoes every shard, and the outputs show it.
+    stricter = score(max_image_pixels=100)
+    assert stricter["shards_run_now"] == 2 and stricter["totals"]["counts"] == {"scored": 0, "too_many_pixels": 8}
+    assert pool.read_parquet_dir(layout.scores_dir("image_stats"))["phash"].null_count == 8
+    # A scorer added to the config: every shard is scored again, with the new scorer's table.
+    scorers.append({"type": "text_stats", "name": "words"})
+    grown = score(max_image_pixels=100)
+    assert grown["shards_run_now"] == 2 and pool.read_parquet_dir(layout.scores_dir("words")).num_rows == 8
+    # A shard downloaded again (its download marker rewritten): only that shard is scored again.
+    pool.write_json(layout.download_marker("00000001"), {"samples": 4, "redone": True})
+    again = score(max_image_pixels=100)
+    assert again["shards_run_now"] == 1 and again["shards_skipped_as_done"] == 1
 
 
 @pytest.mark.ray

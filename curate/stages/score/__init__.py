@@ -1,6 +1,7 @@
 """Score stage: run the configured scorers over every download shard (see docs/score.md).
 
-Entry point for the CLI and `curate run`: `run(pool, config, ray_address=None, rerun=False)`.
+Entry point for the CLI and `curate run`: `run(pool, config, ray_address=None, rerun=False)`; the
+stage itself is `Score` (curate.stage's contract), one BatchPass that the runner executes.
 
 `run` is imported lazily: Ray workers import this package to reach the decode function and the
 scorer actor, and must not pay for the driver's imports (the pipeline config, Ray Data planning).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["STAGE", "run"]
+__all__ = ["STAGE", "Score", "run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,14 @@
-"""The score stage on Ray Data: decode tasks on CPU → one actor pool per model scorer → per-shard writes.
+"""The score stage: one BatchPass, `score`, that the runner streams through Ray Data (curate/runner_data.py).
 
-    shard ids ─map_batches(read_and_decode, CPU tasks)─▶ decoded views + CPU scorer columns
-              ─map_batches(ScorerActor[clip b32], ActorPoolStrategy(size), batch_size, num_gpus)─▶ …
-              ─map_batches(ScorerActor[nsfw], …)─▶ driver: rows gathered per shard; a shard whose rows are
-              all in is written (scores/<scorer>/<shard>.parquet, embeddings/<scorer>/<shard>.parquet)
-              and marked done (_done/score/<shard>.json with its counts).
+    shard ids ─read_and_decode (CPU tasks)─▶ decoded views + CPU scorer columns
+              ─ScorerActor[clip b32] (actor pool: concurrency, batch_size, num_gpus)─▶ …
+              ─ScorerActor[nsfw]─▶ driver: a shard whose rows are all in is written by `write_shard`
+              (scores/<scorer>/<shard>.parquet, embeddings/<scorer>/<shard>.parquet), then the runner
+              writes its marker (_done/score/score/<shard>.json: counts and the pass's fingerprint).
 
 Decoding streams into inference, so CPU decode overlaps GPU work; each model loads once per actor.
+What stays here is the stage's own driver work: scorer order, the model checks on a thread, the
+CPU budget of the actor pools, phase timings and the repaired-images table.
 """
 
 from __future__ import annotations
@@ -16,22 +18,23 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from curate import layout, runner
 from curate.config import ScoreConfig
-from curate.errors import ConfigError, PoolError, StageFailed
+from curate.errors import ConfigError, PoolError
 from curate.pool import Pool
-from curate.poollock import locked
-from curate.progress import ShardProgress, console, print_counts_table
-from curate.runner import merge_stats, verified_done
+from curate.progress import print_counts_table
 from curate.scorers.base import SHARD, Batch, ImageView, Scorer, build_scorers
 from curate.shards import list_shards, read_shard_table
+from curate.stage import ActorStep, BatchPass, Stage, StageContext, TaskStep
 from curate.stages.score.actor import ScorerActor
 from curate.stages.score.device_decode import IMAGE_BYTES
 from curate.stages.score.read import SHARD_ERROR, read_and_decode
-from curate.stages.score.write import ShardResult, write_shard
+from curate.stages.score.write import write_shard
 
-STAGE = "score"
+STAGE = layout.SCORE_STAGE
+
+# Scorer settings that change how a scorer runs, not what it writes: a change keeps finished shards.
+RUN_ONLY_FIELDS = {"batch_size", "num_gpus", "num_cpus", "concurrency", "cache_dir"}
 
 
 def order_scorers(scorers: list[Scorer]) -> list[Scorer]:
@@ -61,84 +64,100 @@ def needed_views(scorers: list[Scorer]) -> list[ImageView]:
     return sorted({v for s in scorers for v in s.views()}, key=lambda v: (v.column))
 
 
-def shards_to_score(pool: Pool, shards: list[str], names: list[str], quiet: bool = True) -> list[str]:
-    """Shards without a marker, or whose marker lacks one of the configured scorers (config grew).
+class Score(Stage):
+    """One pass, `score`: every finished download shard through every configured scorer."""
 
-    A damaged marker, or one whose scores/<scorer>/<shard>.parquet is gone, is dropped (redone)."""
-    def outputs(sid: str, _payload: object, stats: Mapping[str, Any]) -> list[str]:
-        return [f"scores/{name}/{sid}.parquet" for name in names if name in stats.get("scorers", [])]
+    name = STAGE
+    config_class = ScoreConfig
+    reads = ("shards",)
+    writes = ("scores", "embeddings")
 
-    done = verified_done(STAGE, pool, dict.fromkeys(shards), outputs, quiet)
-    return [s for s in shards if s not in done or not set(names) <= set(done[s].get("scorers", []))]
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        config: ScoreConfig = ctx.config
+        pool = ctx.pool
+        if not config.scorers:
+            raise PoolError("score: no scorers configured (add `score: scorers: [...]` to the pipeline YAML)")
+        shards = list_shards(pool)
+        if not shards:
+            raise PoolError(f"score: {pool.url} has no finished download shards (run `curate download` first)")
+        scorers = order_scorers(build_scorers(list(config.scorers)))
+        # A missing model fails with one error before any output is written. Checking imports
+        # torch/open_clip (seconds), so it runs on a thread while Ray starts and the actors load their
+        # models (which import the same libraries in their own processes, on the other cores).
+        preflight = _Preflight(scorers)
+        preflight.start()
+        try:
+            score = score_pass(pool, config, scorers, shards, preflight)
+        except Exception:
+            preflight.wait()  # a missing model is reported as such
+            raise
+        result = ctx.run_pass(score, check=False)
+        preflight.wait()  # also when every shard was done: the config still names its models
+        phases = {**result.timings, "preflight_s": preflight.seconds}
+        notes = result.totals.get("notes")
+        if notes and not ctx.quiet:
+            print_counts_table(f"{STAGE}: repaired images (scored)", notes)
+        extra = {"scorers": [s.name for s in scorers],
+                 "phase_seconds": {k: round(v, 3) for k, v in phases.items()}}
+        ctx.fail_if_failed(extra)
+        return extra
 
 
-def _resolve_resources(scorers: list[Scorer]) -> dict[str, float]:
-    import ray
+def score_pass(pool: Pool, config: ScoreConfig, scorers: list[Scorer], shards: list[str],
+               preflight: _Preflight) -> BatchPass:
+    """The stage's pass: decode tasks, one actor pool per model scorer, `write_shard` on the driver.
 
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    out = {}
-    for s in scorers:
-        want = s.config.num_gpus
-        out[s.name] = (1.0 if gpus and s.uses_model else 0.0) if want == "auto" else float(want)
-    return out
+    Its fingerprint holds what the outputs depend on: every scorer's config (but RUN_ONLY_FIELDS),
+    max_image_pixels and jpeg_decode_on, so adding, removing or changing a scorer redoes every
+    shard. A shard's own input is its download marker: a shard downloaded again is scored again."""
+    all_configs = [s.config for s in scorers]
+    cpu = [s for s in scorers if not s.uses_model]
+    models = [s for s in scorers if s.uses_model]
+    device_views = needed_views(models) if config.jpeg_decode_on == "model" else []
+    steps: list[TaskStep | ActorStep] = [TaskStep(
+        read_and_decode,
+        {"pool": pool, "views": needed_views(scorers), "max_pixels": config.max_image_pixels,
+         "rows_per_batch": config.decode_batch_size, "cpu_configs": [s.config for s in cpu],
+         "all_configs": all_configs, "device_views": device_views,
+         "keep": _image_columns(needed_views(models), device_views)},
+        # The memory reservation also keeps Ray Data from fusing decoding into the first model actor,
+        # so shards decode in parallel tasks while actors run inference.
+        num_cpus=config.decode_num_cpus, memory_mb=config.decode_memory_mb)]
+    for k, s in enumerate(models):
+        steps.append(ActorStep(ScorerActor, (s.config, all_configs, _unneeded_after(models, k, device_views)),
+                               concurrency=s.config.concurrency, batch_size=s.config.batch_size,
+                               num_cpus=s.config.num_cpus, num_gpus=s.config.num_gpus))
+    expected: dict[str, int] = {}
+
+    def count(pool: Pool, shard_id: str) -> int:
+        expected[shard_id] = _expected_samples(pool, shard_id)
+        return expected[shard_id]
+
+    def finish(pool: Pool, shard_id: str, rows: Batch) -> dict[str, Any]:
+        return write_shard(pool, shard_id, expected[shard_id], rows, scorers)
+
+    def outputs(shard_id: str, _payload: object, _stats: Mapping[str, Any]) -> list[str]:
+        files = [layout.scores_file(s.name, shard_id) for s in scorers]
+        return files + [layout.embeddings_file(s.name, shard_id) for s in scorers if s.embedding_dims()]
+
+    downloads = pool.read_marker_dir(layout.DOWNLOAD_MARKERS)[0]
+    return BatchPass(
+        layout.SCORE_PASS, dict.fromkeys(shards), steps, count, finish,
+        fingerprint={"scorers": sorted((s.config.model_dump(mode="json", exclude=RUN_ONLY_FIELDS) for s in scorers),
+                                       key=lambda c: c["name"]),
+                     "max_image_pixels": config.max_image_pixels, "jpeg_decode_on": config.jpeg_decode_on},
+        shard_inputs=lambda shard_id, _payload: downloads.get(shard_id),
+        outputs=outputs, shard_column=SHARD, error_column=SHARD_ERROR,
+        check_cluster=lambda cluster: _check_cpu_budget(config, models, float(cluster.get("CPU", 0))),
+        ready=preflight.wait,  # nothing is written unless every model checked out
+    )
 
 
-@locked("score")
 def run(pool: Pool, config: ScoreConfig, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
-    """Score every download shard with the configured scorers; returns reports/score.json's content."""
-    from curate.runtime import ensure_ray
-
-    if not config.scorers:
-        raise PoolError("score: no scorers configured (add `score: scorers: [...]` to the pipeline YAML)")
-    shards = list_shards(pool)
-    if not shards:
-        raise PoolError(f"score: {pool.url} has no finished download shards (run `curate download` first)")
-    if rerun:
-        pool.clear_stage(STAGE)
-    scorers = order_scorers(build_scorers(list(config.scorers)))
-    names = [s.name for s in scorers]
-    todo = shards_to_score(pool, shards, names, quiet)
-    progress = ShardProgress(STAGE, len(shards), skipped=len(shards) - len(todo))
-    progress.enabled = not quiet
-    started = time.time()
-    phases: dict[str, float] = {}
-    failed: dict[str, str] = {}
-    # A missing model fails with one error before any output is written. Checking imports
-    # torch/open_clip (seconds), so it runs on a thread while Ray starts and the actors load their
-    # models (which import the same libraries in their own processes, on the other cores).
-    preflight = _Preflight(scorers)
-    if todo:
-        preflight.start()
-        ray_started = time.time()
-        ensure_ray(ray_address)
-        phases["ray_start_s"] = time.time() - ray_started
-        _execute(pool, config, scorers, todo, progress, failed, phases, preflight)
-        phases["preflight_s"] = preflight.seconds
-    else:
-        preflight.wait()
-        if not quiet:
-            console.print(f"[{STAGE}] all {len(shards)} shards already done; nothing to run")
-
-    done = {sid: st for sid, st in pool.done_shards(STAGE).items() if sid in set(shards)}
-    totals = merge_stats(list(done.values()))
-    report = {
-        "stage": STAGE, "scorers": names, "shards_total": len(shards), "shards_done": len(done),
-        "shards_failed": failed, "shards_run_now": len(todo) - len(failed),
-        "shards_skipped_as_done": len(shards) - len(todo), "wall_seconds_this_run": round(time.time() - started, 3),
-        "phase_seconds": {k: round(v, 3) for k, v in phases.items()}, "totals": totals,
-    }
-    pool.write_report(STAGE, report)
-    if not quiet:
-        if totals.get("counts"):
-            print_counts_table(f"{STAGE}: images over {len(done)} shards", totals["counts"], totals.get("samples"))
-        if totals.get("notes"):
-            print_counts_table(f"{STAGE}: repaired images (scored)", totals["notes"])
-        for sid, err in sorted(failed.items()):
-            console.print(f"[red][{STAGE}] shard {sid} FAILED: {err}[/red]")
-    if failed:
-        raise StageFailed(STAGE, failed)
-    return report
+    """Score every download shard with the configured scorers; returns reports/score.json's content
+    (raises StageFailed, after writing it, when shards failed)."""
+    return runner.run(Score(), pool, config, ray_address=ray_address, rerun=rerun, quiet=quiet)
 
 
 class _Preflight:
@@ -174,98 +193,6 @@ class _Preflight:
             raise self.error
 
 
-def _execute(pool: Pool, config: ScoreConfig, scorers: list[Scorer], todo: list[str], progress: ShardProgress,
-             failed: dict[str, str], phases: dict[str, float], preflight: _Preflight) -> None:
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # curate prints its own shard progress
-    ctx.execution_options.preserve_order = False
-    all_configs = [s.config for s in scorers]
-    cpu = [s for s in scorers if not s.uses_model]
-    models = [s for s in scorers if s.uses_model]
-    gpus = _resolve_resources(scorers)
-    _check_cpu_budget(config, models, float(ray.cluster_resources().get("CPU", 0)))
-    device_views = needed_views(models) if config.jpeg_decode_on == "model" else []
-    expected: dict[str, int] = {}
-    for sid in todo:
-        try:
-            expected[sid] = _expected_samples(pool, sid)
-        except PoolError as exc:  # a damaged or missing shard table fails that shard, not the stage
-            failed[sid] = str(exc)[:500]
-            progress.update(failed=True)
-    todo = [sid for sid in todo if sid in expected]
-    pending = {sid: ShardResult(sid, expected[sid]) for sid in todo}
-    if not todo:
-        return
-
-    ds = ray.data.from_items([{SHARD: sid} for sid in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(
-        # The memory reservation also keeps Ray Data from fusing decoding into the first model actor,
-        # so shards decode in parallel tasks while actors run inference.
-        read_and_decode, batch_size=1, batch_format="numpy", num_cpus=config.decode_num_cpus,
-        memory=config.decode_memory_mb * 1024 * 1024,
-        fn_kwargs={"pool": pool, "views": needed_views(scorers), "max_pixels": config.max_image_pixels,
-                   "rows_per_batch": config.decode_batch_size, "cpu_configs": [s.config for s in cpu],
-                   "all_configs": all_configs, "device_views": device_views,
-                   "keep": _image_columns(needed_views(models), device_views)},
-    )
-    for k, s in enumerate(models):
-        ds = ds.map_batches(
-            ScorerActor, fn_constructor_args=(s.config, all_configs, _unneeded_after(models, k, device_views)),
-            batch_size=s.config.batch_size,
-            batch_format="numpy", compute=ActorPoolStrategy(size=s.config.concurrency),
-            num_gpus=gpus[s.name] or None, num_cpus=s.config.num_cpus,
-        )
-
-    def finish(result: ShardResult) -> None:
-        try:
-            stats = write_shard(pool, result, scorers)
-        except Exception as exc:
-            failed[result.shard] = f"writing outputs: {type(exc).__name__}: {exc}"[:500]
-            progress.update(failed=True)
-            return
-        pool.mark_done(STAGE, result.shard, stats)
-        progress.update(int(stats["samples"]))
-
-    streaming = time.time()
-    first_batch: float | None = None
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            if first_batch is None:
-                # Start-up: Ray Data planning, worker and actor start, model load, first decoded block.
-                first_batch = time.time()
-                phases["until_first_result_s"] = first_batch - streaming
-                preflight.wait()  # nothing is written unless every model checked out
-            for sid, part in _split_by_shard(batch):
-                result = pending.get(sid)
-                if result is None:
-                    continue
-                error = part[SHARD_ERROR][0] if len(part[SHARD_ERROR]) and any(part[SHARD_ERROR]) else ""
-                if error:
-                    failed[sid] = str(next(e for e in part[SHARD_ERROR] if e))
-                    progress.update(failed=True)
-                    pending.pop(sid)
-                    continue
-                result.add(part)
-                if result.received >= result.expected:
-                    finish(pending.pop(sid))
-    except Exception as exc:
-        preflight.wait()  # a missing model is reported as such, not as an actor crash
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        for sid in list(pending):
-            failed[sid] = message
-            pending.pop(sid)
-    preflight.wait()
-    # Empty shards, and shards whose tar held fewer samples than their parquet lists: written, with
-    # the gap counted.
-    for result in pending.values():
-        finish(result)
-    if first_batch is not None:
-        phases["streaming_s"] = time.time() - first_batch
-
-
 def _image_columns(views: list[ImageView], device_views: list[ImageView]) -> list[str]:
     """Batch columns that carry `views` (and the JPEG bytes, when actors decode them)."""
     return [v.column for v in views] + ([IMAGE_BYTES] if device_views else [])
@@ -297,16 +224,4 @@ def _expected_samples(pool: Pool, shard_id: str) -> int:
 
     table = read_shard_table(pool, shard_id, columns=["status"])
     return int(pc.sum(pc.equal(table["status"], "success")).as_py() or 0)
-
-
-def _split_by_shard(batch: Batch) -> list[tuple[str, Batch]]:
-    shard_col = batch[SHARD]
-    ids = np.unique(shard_col.astype(str))
-    if len(ids) == 1:
-        return [(str(ids[0]), batch)]
-    parts = []
-    for sid in ids:
-        mask = shard_col.astype(str) == sid
-        parts.append((str(sid), {k: v[mask] for k, v in batch.items()}))
-    return parts
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from curate import layout
 from curate.pool import Pool
 from curate.scorers.base import IMAGE_OK, IMAGE_REASON, INDEX, UID, Batch, Scorer, embedding_column
-from curate.shards import SHARD_DIR
 from curate.stages.score.read import NOTES
 from curate.uid import check_uids
 
@@ -20,25 +19,12 @@ SCORED = "scored"
 MISSING = "missing_from_tar"  # listed as success in the shard parquet, absent from its tar
 
 
-@dataclass
-class ShardResult:
-    """Rows of one shard gathered from the stream until all have arrived."""
-
-    shard: str
-    expected: int
-    parts: list[Batch] = field(default_factory=list)
-    received: int = 0
-
-    def add(self, part: Batch) -> None:
-        self.parts.append(part)
-        self.received += len(part[INDEX])
-
-    def rows(self) -> Batch:
-        if not self.parts:
-            return {}
-        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
-        order = np.argsort(merged[INDEX], kind="stable")
-        return {k: v[order] for k, v in merged.items()}
+def sort_rows(rows: Batch) -> Batch:
+    """A shard's rows, gathered in arrival order, back in the shard's order."""
+    if not rows:
+        return {}
+    order = np.argsort(rows[INDEX], kind="stable")
+    return {k: v[order] for k, v in rows.items()}
 
 
 def _column(values: np.ndarray, null: np.ndarray | None) -> pa.Array:
@@ -58,34 +44,35 @@ def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
 
 
-def write_shard(pool: Pool, result: ShardResult, scorers: list[Scorer]) -> dict[str, Any]:
-    """Write every scorer's table for the shard; returns the shard stats for its completion marker."""
-    rows = result.rows()
+def write_shard(pool: Pool, shard: str, expected: int, rows: Batch, scorers: list[Scorer]) -> dict[str, Any]:
+    """Write every scorer's table for the shard (`rows`: all of its rows, in any order; `expected`:
+    how many its table lists as downloaded); returns the shard stats for its completion marker."""
+    rows = sort_rows(rows)
     n = len(rows[UID]) if rows else 0
     ok = rows[IMAGE_OK].astype(bool) if rows else np.zeros(0, bool)
     uids = pa.array(rows[UID].tolist() if rows else [], pa.string())
     # A tar's .json can carry any uid: one not made by make_uid must stop here, not at filter's merge.
-    check_uids(uids, f"{pool.uri(SHARD_DIR)}/{result.shard} (uids of its samples)")
+    check_uids(uids, f"{pool.uri(layout.SHARDS)}/{shard} (uids of its samples)")
     for scorer in scorers:
         masked = set(scorer.image_columns())
         cols: dict[str, pa.Array] = {UID: uids}
         for name in scorer.columns():
             values = rows[name] if rows else np.zeros(0, np.float32)
             cols[name] = _column(values, ~ok if name in masked else None)
-        pool.write_parquet(f"scores/{scorer.name}/{result.shard}.parquet", pa.table(cols))
+        pool.write_parquet(layout.scores_file(scorer.name, shard), pa.table(cols))
         dims = scorer.embedding_dims()
         if dims:
             emb: dict[str, pa.Array] = {UID: pa.array(rows[UID][ok].tolist() if rows else [], pa.string())}
             for kind, dim in dims.items():
                 vectors = rows[embedding_column(scorer.name, kind)][ok] if rows else np.zeros((0, dim), np.float16)
                 emb[f"{kind}_embedding"] = embedding_array(vectors.reshape(-1, dim))
-            pool.write_parquet(f"embeddings/{scorer.name}/{result.shard}.parquet", pa.table(emb))
+            pool.write_parquet(layout.embeddings_file(scorer.name, shard), pa.table(emb))
     reasons = Counter(rows[IMAGE_REASON][~ok].tolist()) if rows else Counter()
     counts: dict[str, int] = {SCORED: int(ok.sum()), **{str(k): int(v) for k, v in reasons.items()}}
-    if result.expected > n:
-        counts[MISSING] = result.expected - n
+    if expected > n:
+        counts[MISSING] = expected - n
     joined_notes = rows[NOTES].tolist() if rows else []
     notes = Counter(note for joined in joined_notes for note in str(joined).split(",") if note)
-    return {"samples": n, "expected_samples": result.expected, "counts": counts,
+    return {"samples": n, "expected_samples": expected, "counts": counts,
             "notes": {str(k): int(v) for k, v in notes.items()}, "scorers": [s.name for s in scorers],
             "finished_at": f"{time.time():.3f}"}  # a string: reports sum numbers across shards
