@@ -23,6 +23,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import layout
 from curate.errors import PoolError, first_line
 
 T = TypeVar("T")
@@ -169,28 +170,7 @@ class Pool:
                 self.fs.rm(p)
         return len(leftovers)
 
-    # ------------------------------------------------------- completion markers
-    @staticmethod
-    def marker_rel(stage: str, shard: str) -> str:
-        return f"_done/{stage}/{shard}.json"
-
-    def is_done(self, stage: str, shard: str) -> bool:
-        return self.exists(self.marker_rel(stage, shard))
-
-    def mark_done(self, stage: str, shard: str, stats: dict[str, Any]) -> None:
-        self.write_json(self.marker_rel(stage, shard), stats)
-
-    def done_shards(self, stage: str) -> dict[str, dict[str, Any]]:
-        """Stats of every finished shard of a stage, by shard id (damaged markers left out)."""
-        return self.read_markers(stage)[0]
-
-    def marked_shards(self, stage: str) -> list[str]:
-        """Ids of every shard with a marker file, readable or not (names only: one listing), sorted."""
-        return self.marker_ids(f"_done/{stage}")
-
-    def read_markers(self, stage: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        return self.read_marker_dir(f"_done/{stage}")
-
+    # ------------------------------------------------------- completion markers (curate.runner writes them)
     def marker_ids(self, rel_dir: str) -> list[str]:
         """Ids of every marker file in a markers directory, readable or not (one listing), sorted."""
         return [name[: -len(".json")] for name in self.listdir(rel_dir) if name.endswith(".json")]
@@ -218,16 +198,14 @@ class Pool:
         return good, damaged
 
     def clear_stage(self, stage: str) -> None:
-        """Forget a stage's completion (its markers and report), so it runs again."""
-        self.remove(f"_done/{stage}", recursive=True)
-        self.remove(f"reports/{stage}.json")
+        """Forget a stage's completion (every target's markers and reports), so it runs again."""
+        self.remove(layout.stage_markers(stage), recursive=True)
+        self.remove(layout.report(stage))
+        self.remove(posixpath.join(layout.REPORTS, stage), recursive=True)
 
-    # ------------------------------------------------------------------ reports
-    def write_report(self, stage: str, report: dict[str, Any]) -> None:
-        self.write_json(f"reports/{stage}.json", report)
-
-    def read_report(self, stage: str) -> dict[str, Any] | None:
-        rel = f"reports/{stage}.json"
+    def read_report(self, key: str) -> dict[str, Any] | None:
+        """reports/<key>.json (a stage's or a named target's), or None."""
+        rel = layout.report(key)
         return self.read_json(rel) if self.exists(rel) else None
 
 

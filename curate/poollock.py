@@ -18,7 +18,6 @@ the run that lost fails at its end with one line instead of reporting success.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import posixpath
@@ -27,9 +26,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from curate.errors import PoolError
 from curate.pool import TMP_MARK, Pool
@@ -39,7 +37,6 @@ LOCK_DIR = "_locks"
 STALE_ENV = "CURATE_LOCK_STALE_SECONDS"
 DEFAULT_STALE_S = 300.0
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -247,13 +244,3 @@ class StageLock:
                 "that run is over"
             )
 
-
-def locked(stage: str) -> Callable[[F], F]:
-    """Decorate a stage's `run(pool, config, ..., quiet=...)`: it runs holding the stage's pool lock."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def run(pool: Pool, *args: Any, **kwargs: Any) -> Any:
-            with StageLock(pool, stage, quiet=bool(kwargs.get("quiet", False))):
-                return fn(pool, *args, **kwargs)
-        return run  # type: ignore[return-value]
-    return wrap

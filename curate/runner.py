@@ -5,14 +5,6 @@ writes reports/<stage>.json (curate.stage.StageReport). `run_pass` and `gather`,
 context, run a pass's shards in this process (CURATE_EXECUTOR=local) or as Ray tasks, with
 retries, the one resume rule, progress lines and a failure summary.
 
-LEGACY (removed once every stage is ported): `run_stage` below, the pre-contract entry point.
-Run a stage's shards as Ray tasks: retries, resume from markers, progress, summary.
-
-A stage supplies one function `fn(pool, shard_id, payload, settings) -> stats` that reads its
-inputs, writes its shard outputs atomically and returns a stats dict. The runner writes the
-completion marker after `fn` returns, so a shard counts as done only once all of its outputs
-are in place; shards with a marker are skipped on the next run.
-
 Stats convention: {"samples": n_in, "counts": {reason: n, ...}, ...}; numbers are summed and
 dicts merged across shards into reports/<stage>.json.
 """
@@ -24,7 +16,6 @@ import posixpath
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from curate import layout
@@ -37,32 +28,12 @@ from curate.stage import (
     PassReport,
     PassResult,
     Resources,
+    ShardFn,
     Stage,
     StageContext,
     StageReport,
     fingerprint_of,
 )
-
-ShardFn = Callable[[Pool, str, Any, Any], Mapping[str, Any] | None]
-OutputsFn = Callable[[str, Any, Mapping[str, Any]], list[str]]
-
-
-@dataclass
-class StageResult:
-    stage: str
-    done: dict[str, dict[str, Any]]
-    ran: list[str]
-    skipped: list[str]
-    failed: dict[str, str]
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def raise_for_failures(self) -> None:
-        if self.failed:
-            raise StageFailed(self.stage, self.failed)
 
 
 def merge_stats(items: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -81,16 +52,6 @@ def merge_stats(items: list[Mapping[str, Any]]) -> dict[str, Any]:
             else:
                 out[key] = value
     return out
-
-
-def _execute_shard(stage: str, pool: Pool, shard_id: str, payload: Any, fn: ShardFn, settings: Any) -> dict:
-    start = time.time()
-    stats = dict(fn(pool, shard_id, payload, settings) or {})
-    stats.setdefault("seconds", round(time.time() - start, 3))
-    if _TEST_PAUSE in os.environ:
-        _test_pause(stage, shard_id, os.environ[_TEST_PAUSE])
-    pool.mark_done(stage, shard_id, stats)
-    return stats
 
 
 # Test-only fault point, free when unset: CURATE_TEST_PAUSE="STAGE:N:DIR". In STAGE, the first N
@@ -140,142 +101,6 @@ def _short_error(exc: BaseException) -> str:
     return text.splitlines()[-1][:500] if text else type(cause).__name__
 
 
-def verified_done(stage: str, pool: Pool, shards: Mapping[str, Any], outputs: OutputsFn | None,
-                  quiet: bool = False) -> dict[str, dict[str, Any]]:
-    """Markers of `stage` that count as done: readable, and (with `outputs`) with every output present.
-
-    Others are dropped with one line each so their shards run again."""
-    done, damaged = pool.read_markers(stage)
-    redo = {sid: f"{why}; redoing the shard" for sid, why in damaged.items() if sid in shards}
-    if outputs is not None:
-        wanted = {sid: outputs(sid, shards[sid], done[sid]) for sid in done if sid in shards}
-        present: dict[str, set[str]] = {}
-        for rel in {posixpath.dirname(r) for rels in wanted.values() for r in rels}:
-            present[rel] = set(pool.listdir(rel))  # one listing per directory, not one request per file
-        for sid, rels in wanted.items():
-            missing = [r for r in rels if posixpath.basename(r) not in present[posixpath.dirname(r)]]
-            if missing:
-                redo[sid] = (f"{pool.uri(pool.marker_rel(stage, sid))} marks shard {sid} done but "
-                             f"{pool.uri(missing[0])} is missing; redoing the shard")
-    for sid, why in sorted(redo.items()):
-        done.pop(sid, None)
-        pool.remove(pool.marker_rel(stage, sid))
-        if not quiet:
-            console.print(f"[{stage}] {why}", markup=False, highlight=False, soft_wrap=True)
-    return done
-
-
-def run_stage(
-    stage: str,
-    pool: Pool,
-    fn: ShardFn,
-    shards: Mapping[str, Any],
-    settings: Any = None,
-    *,
-    num_cpus: float = 1.0,
-    memory_mb: int | None = None,
-    max_retries: int = 2,
-    ray_address: str | None = None,
-    rerun: bool = False,
-    quiet: bool = False,
-    summary_counts_key: str = "counts",
-    outputs: OutputsFn | None = None,
-) -> StageResult:
-    """Run every shard of `shards` (id -> payload) not already marked done.
-
-    `outputs(shard_id, payload, marker stats)` names the pool files a finished shard must have: a shard whose
-    marker is damaged, or whose outputs are gone (a "phantom" marker), runs again."""
-    if rerun:
-        pool.clear_stage(stage)
-    done_before = verified_done(stage, pool, shards, outputs, quiet)
-    todo = {sid: p for sid, p in shards.items() if sid not in done_before}
-    skipped = [sid for sid in shards if sid in done_before]
-    progress = ShardProgress(stage, len(shards), skipped=len(skipped))
-    progress.enabled = not quiet
-    failed: dict[str, str] = {}
-    ran: list[str] = []
-    started = time.time()
-
-    if todo:
-        if os.environ.get("CURATE_EXECUTOR") == "local":
-            _run_local(stage, pool, fn, todo, settings, max_retries, progress, failed, ran)
-        else:
-            _run_ray(stage, pool, fn, todo, settings, num_cpus, memory_mb, max_retries, ray_address,
-                     progress, failed, ran)
-    elif not quiet:
-        console.print(f"[{stage}] all {len(shards)} shards already done; nothing to run")
-
-    done = {sid: st for sid, st in pool.done_shards(stage).items() if sid in shards}
-    totals = merge_stats(list(done.values()))
-    report = {
-        "stage": stage,
-        "shards_total": len(shards),
-        "shards_done": len(done),
-        "shards_failed": failed,
-        "shards_run_now": len(ran),
-        "shards_skipped_as_done": len(skipped),
-        "wall_seconds_this_run": round(time.time() - started, 3),
-        "totals": totals,
-    }
-    pool.write_report(stage, report)
-    if not quiet:
-        counts = totals.get(summary_counts_key) or {}
-        if counts:
-            print_counts_table(f"{stage}: counts over {len(done)} shards", counts, totals.get("samples"))
-        for sid, err in sorted(failed.items()):
-            console.print(f"[red][{stage}] shard {sid} FAILED: {err}[/red]")
-    return StageResult(stage, done, ran, skipped, failed, report)
-
-
-def _run_local(stage, pool, fn, todo, settings, max_retries, progress, failed, ran) -> None:
-    """In-process execution (CURATE_EXECUTOR=local): for profiling and debugging only."""
-    for sid, payload in todo.items():
-        for attempt in range(max_retries + 1):
-            try:
-                stats = _execute_shard(stage, pool, sid, payload, fn, settings)
-                ran.append(sid)
-                progress.update(int(stats.get("samples", 0)))
-                break
-            except Exception as exc:
-                if attempt == max_retries:
-                    failed[sid] = _short_error(exc)
-                    progress.update(failed=True)
-
-
-def _run_ray(stage, pool, fn, todo, settings, num_cpus, memory_mb, max_retries, ray_address,
-             progress, failed, ran) -> None:
-    import ray
-
-    from curate.runtime import ensure_ray
-
-    ensure_ray(ray_address)
-    options: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": max_retries, "retry_exceptions": True}
-    if memory_mb:
-        options["memory"] = memory_mb * 1024 * 1024
-    remote = ray.remote(_execute_shard).options(**options)
-    # Large objects (the stage function, its settings) are put once, not once per task.
-    fn_ref = ray.put(fn)
-    settings_ref = ray.put(settings)
-    pending = {remote.remote(stage, pool, sid, payload, fn_ref, settings_ref): sid for sid, payload in todo.items()}
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                sid = pending.pop(ref)
-                try:
-                    stats = ray.get(ref)
-                    ran.append(sid)
-                    progress.update(int(stats.get("samples", 0)))
-                except Exception as exc:
-                    failed[sid] = _short_error(exc)
-                    progress.update(failed=True)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        console.print(f"[{stage}] interrupted; {len(ran)} shards finished this run are kept")
-        raise
-
-
 # ============================================================================ the stage contract
 FINGERPRINT_KEY = "_fingerprint"
 
@@ -288,7 +113,7 @@ def run(stage: Stage, pool: Pool, config: Any, *, ray_address: str | None = None
     from curate.poollock import StageLock
 
     key = stage.key(config)
-    with StageLock(pool, stage.name):
+    with StageLock(pool, stage.name, quiet=quiet):
         if rerun:
             pool.remove(layout.stage_markers(key), recursive=True)
         ctx = StageContext(stage, pool, config, key, ray_address, rerun, quiet, dict(options))

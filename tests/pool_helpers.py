@@ -96,7 +96,7 @@ def make_image_pool(root: str | Path, n_shards: int = 3, per_shard: int = 20, fa
     pool.write_parquet("candidates/part-00000.parquet", pa.table(candidates))
     total = n_shards * per_shard
     status_all = {"success": len(out.success_uids), "failed_to_download": len(out.failed_uids)}
-    pool.write_report("download", {"stage": "download", "shards_total": n_shards, "shards_done": n_shards,
+    pool.write_json(layout.report("download"), {"stage": "download", "shards_total": n_shards, "shards_done": n_shards,
                                    "totals": {"samples": total, "counts": status_all,
                                               "error_messages": {"HTTP 404": len(out.failed_uids)}}})
     _write_dedup(pool, out.success_uids)

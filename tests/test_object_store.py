@@ -10,6 +10,7 @@ import fsspec
 import pyarrow as pa
 import pytest
 
+from curate import layout
 from curate.config import IngestConfig
 from curate.errors import StageFailed
 from curate.pool import Pool
@@ -46,13 +47,13 @@ def test_pool_on_s3_writes_reads_and_marks(s3_bucket: str) -> None:
     table = pa.table({"uid": ["a", "b"], "x": [1, 2]})
     pool.write_parquet("candidates/part-00000.parquet", table)
     pool.write_json("notes/n.json", {"k": 1})
-    pool.mark_done("ingest", "00000", {"samples": 2})
-    pool.write_report("ingest", {"stage": "ingest"})
+    pool.write_json(layout.marker("ingest", "extract", "00000"), {"samples": 2})
+    pool.write_json(layout.report("ingest"), {"stage": "ingest"})
 
     again = Pool(f"s3://{s3_bucket}/pool")  # a fresh handle, as a Ray worker would make
     assert again.read_parquet("candidates/part-00000.parquet").equals(table)
     assert again.read_json("notes/n.json") == {"k": 1}
-    assert again.done_shards("ingest") == {"00000": {"samples": 2}}
+    assert again.read_marker_dir(layout.markers_dir("ingest", "extract"))[0] == {"00000": {"samples": 2}}
     assert again.read_report("ingest") == {"stage": "ingest"}
     assert again.uri("candidates") == f"s3://{s3_bucket}/pool/candidates"
     assert again.listdir("candidates") == ["part-00000.parquet"]

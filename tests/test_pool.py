@@ -5,6 +5,7 @@ import os
 import pyarrow as pa
 import pytest
 
+from curate import layout
 from curate.pool import TMP_MARK, Pool
 
 
@@ -29,14 +30,19 @@ def test_write_and_read_roundtrip(pool):
 
 
 def test_markers_and_reports(pool):
-    assert not pool.is_done("stage", "00000000")
-    pool.mark_done("stage", "00000000", {"samples": 3})
-    assert pool.is_done("stage", "00000000")
-    assert pool.done_shards("stage") == {"00000000": {"samples": 3}}
-    pool.write_report("stage", {"ok": True})
-    assert pool.read_report("stage") == {"ok": True}
+    where = layout.markers_dir("stage/name", "pass")
+    assert pool.marker_ids(where) == []
+    pool.write_json(layout.marker("stage/name", "pass", "00000000"), {"samples": 3})
+    pool.write_bytes(layout.marker("stage/name", "pass", "00000001"), b"\x00 not json")
+    assert pool.marker_ids(where) == ["00000000", "00000001"]
+    good, damaged = pool.read_marker_dir(where)
+    assert good == {"00000000": {"samples": 3}} and "not valid JSON" in damaged["00000001"]
+    pool.write_json(layout.report("stage"), {"ok": True})
+    pool.write_json(layout.report("stage/name"), {"ok": 2})
+    assert pool.read_report("stage") == {"ok": True} and pool.read_report("stage/name") == {"ok": 2}
     pool.clear_stage("stage")
-    assert pool.done_shards("stage") == {} and pool.read_report("stage") is None
+    assert pool.marker_ids(where) == [] and pool.read_report("stage") is None
+    assert pool.read_report("stage/name") is None
 
 
 @pytest.mark.fault("pool", "a writer crashes half-way through a shard file", "nothing appears under the final name")

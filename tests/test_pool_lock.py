@@ -116,23 +116,28 @@ def test_stale_lock_is_taken_over(case: str, tmp_path: Path) -> None:
 
 @pytest.mark.fault("pool", "a stage that returns normally or raises", "its lock is released either way")
 def test_lock_is_released_on_return_and_on_exception(tmp_path: Path) -> None:
-    from curate.poollock import locked
+    from curate import runner
+    from curate.stage import Stage, StageContext
 
     pool = Pool(str(tmp_path / "pool"))
     seen: list[dict] = []
 
-    @locked("download")
-    def stage(p: Pool, fail: bool = False) -> str:
-        seen.append(p.read_json(LOCK))
-        if fail:
-            raise RuntimeError("stage failed")
-        return "done"
+    class Holder(Stage):
+        """A stage whose only work is to look at the lock the runner holds for it."""
 
-    assert stage(pool) == "done"
+        name = "download"
+
+        def run(self, ctx: StageContext) -> dict:
+            seen.append(ctx.pool.read_json(LOCK))
+            if ctx.config == "fail":
+                raise RuntimeError("stage failed")
+            return {"done": True}
+
+    assert runner.run(Holder(), pool, None, quiet=True)["done"] is True
     assert seen[-1]["pid"] == os.getpid() and seen[-1]["host"] == socket.gethostname()
     assert not pool.exists(LOCK)
     with pytest.raises(RuntimeError, match="stage failed"):
-        stage(pool, fail=True)
+        runner.run(Holder(), pool, "fail", quiet=True)
     assert not pool.exists(LOCK)
     assert seen[0]["token"] != seen[1]["token"]
 
