@@ -122,6 +122,11 @@ class Pool:
                 self.fs.rm(tmp)
             raise
 
+    def open_staged(self, rel: str) -> StagedFile:
+        """A file written under a temporary name and moved to `rel` only by its commit() (for
+        writers that decide at the end whether to keep what they wrote); discard() drops it."""
+        return StagedFile(self, rel)
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.open_atomic(rel) as fh:
             fh.write(data)
@@ -207,6 +212,33 @@ class Pool:
         """reports/<key>.json (a stage's or a named target's), or None."""
         rel = layout.report(key)
         return self.read_json(rel) if self.exists(rel) else None
+
+
+class StagedFile:
+    """One file being written under a temporary name in the pool (see Pool.open_staged).
+
+    The temporary name is what a crash leaves behind: listings skip it and cleanup_temporaries
+    removes it. commit() moves it to the final name: a rename on local disks; on object stores a
+    copy (a PUT is all-or-nothing, but writing to the final name at once would replace an earlier
+    file before the writer knows whether to keep it)."""
+
+    def __init__(self, pool: Pool, rel: str) -> None:
+        self.pool = pool
+        self.rel = rel
+        self.final = pool.path(rel)
+        self.tmp = f"{self.final}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        pool.fs.makedirs(posixpath.dirname(self.final), exist_ok=True)
+        self.fh: Any = pool.fs.open(self.tmp, "wb")
+
+    def commit(self) -> None:
+        self.fh.close()
+        self.pool.fs.mv(self.tmp, self.final)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.fh.close()
+        with contextlib.suppress(Exception):
+            self.pool.fs.rm(self.tmp)
 
 
 def fs_protocols(fs: fsspec.AbstractFileSystem) -> set[str]:

@@ -303,7 +303,7 @@ def test_plan_spans_files_in_order() -> None:
     assert plan["00000002"] == [Segment("candidates/b.parquet", 1, 4)]
 
 
-@pytest.mark.fault("download", "a shard dies after writing a truncated tar", "no marker, so the rerun refetches only that shard; outputs equal a clean run")  # noqa: E501 - one row of docs/reliability.md
+@pytest.mark.fault("download", "a shard dies half way through writing its tar and parquet", "nothing under the final names, no marker: the rerun refetches only that shard; outputs equal a clean run")  # noqa: E501 - one row of docs/reliability.md
 def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard killed while writing leaves no marker; the rerun redoes only it and equals a clean run."""
     monkeypatch.setenv("CURATE_EXECUTOR", "local")
@@ -316,24 +316,27 @@ def test_crash_then_resume_completes_only_missing_shards(tmp_path: Path, monkeyp
 
         import curate.shards
 
-        real_close = curate.shards.ShardWriter.close
+        real_add, real_discard = curate.shards.ShardWriter.add, curate.shards.ShardWriter.discard
 
-        def killed_after_tar(self, stats):
-            if self.shard_id == "00000001":
-                # The tar is half written when the worker dies: what a killed process leaves behind.
-                tar = self._tar_bytes()
-                self.pool.write_bytes("shards/00000001.tar", tar[: len(tar) // 2])
+        def killed_mid_shard(self, row):
+            if self.shard_id == "00000001" and len(self.uids) == 2:
+                # Two samples are in the temporaries when the worker dies; a killed process runs no
+                # clean-up, so they stay behind.
+                self.discard = lambda: None
                 raise RuntimeError("worker killed")
-            real_close(self, stats)
+            real_add(self, row)
 
-        monkeypatch.setattr(curate.shards.ShardWriter, "close", killed_after_tar)
+        monkeypatch.setattr(curate.shards.ShardWriter, "add", killed_mid_shard)
         with pytest.raises(StageFailed, match="00000001"):
             download.run(pool, config, quiet=True)
         assert list_shards(pool) == ["00000000", "00000002"]
-        assert pool.exists("shards/00000001.tar")  # the truncated tar is there, but not taken as a shard
-        assert not pool.exists("shards/00000001.parquet")
+        assert not pool.exists("shards/00000001.tar") and not pool.exists("shards/00000001.parquet")
+        leftovers = [p.rsplit("/", 1)[-1] for p in pool.fs.find(pool.path("shards"))]
+        assert any(name.startswith("00000001.tar.tmp-") for name in leftovers), leftovers  # written as it came
+        assert [n for n in pool.listdir("shards") if n.startswith("00000001")] == []  # but not listed
 
-        monkeypatch.setattr(curate.shards.ShardWriter, "close", real_close)
+        monkeypatch.setattr(curate.shards.ShardWriter, "add", real_add)
+        monkeypatch.setattr(curate.shards.ShardWriter, "discard", real_discard)
         hits_before = dict(server.hits)
         report = download.run(pool, config, quiet=True)
         refetched = {p for p, n in server.hits.items() if n > hits_before.get(p, 0)}
@@ -411,7 +414,8 @@ def test_rerun_never_silently_replaces_a_better_shard(tmp_path: Path, monkeypatc
 
 
 def test_shard_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
-    """ShardWriter builds tar headers itself (speed); the bytes must equal tarfile's, long/unicode names too."""
+    """ShardWriter builds tar headers itself (speed) as samples come; the bytes must equal tarfile's,
+    long/unicode names too."""
     import tarfile
 
     from curate.shards import SampleRow, ShardWriter
@@ -419,8 +423,11 @@ def test_shard_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
     rows = [SampleRow(key=("k" * 120 if i == 3 else f"0000{i:04d}"), uid=f"{i:032x}", url=f"http://x/é{i}",
                       caption="ça va " * (i + 1), status="success" if i % 3 else "failed_to_download",
                       image=bytes([i]) * (700 + 911 * i), extra={"page_url": "p"}) for i in range(8)]
-    writer = ShardWriter(Pool(str(tmp_path)), "00000000")
-    writer.rows = rows
+    pool = Pool(str(tmp_path))
+    writer = ShardWriter(pool, "00000000")
+    for row in rows:
+        writer.add(row)
+    writer.close({})
     reference = io.BytesIO()
     with tarfile.open(fileobj=reference, mode="w") as tar:
         for r in rows:
@@ -434,4 +441,4 @@ def test_shard_tar_is_what_tarfile_writes(tmp_path: Path) -> None:
                 info = tarfile.TarInfo(f"{r.key}.{ext}")
                 info.size, info.mtime = len(data), 0
                 tar.addfile(info, io.BytesIO(data))
-    assert writer._tar_bytes() == reference.getvalue()
+    assert pool.read_bytes("shards/00000000.tar") == reference.getvalue()

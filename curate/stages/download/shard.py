@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import queue
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 
 from curate import __version__
 from curate.config import DownloadConfig
+from curate.counters import DEFAULT_CAP, CappedCounter, normalise_message
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, SampleRow, ShardWriter
@@ -30,6 +33,7 @@ from curate.uid import check_uids
 CANDIDATE_COLUMNS = ("uid", "url", "text")
 OPTIONAL_COLUMNS = ("page_url",)
 RETRY_BACKOFF_S = 0.2
+ERROR_MESSAGES_PER_SHARD = DEFAULT_CAP
 # A sample that was a success before and now has one of these statuses was withdrawn (an owner's
 # opt-out, an address now blocked): that wins over keeping the earlier shard.
 _WITHDRAWN = frozenset({"opted_out", "blocked_address"})
@@ -125,8 +129,95 @@ def key_width(samples_per_shard: int) -> int:
     return max(4, len(str(max(0, samples_per_shard - 1))))
 
 
+# Finished samples wait in candidate order for the ones before them, holding at most this many
+# image bytes (plus the small rows of failures): past it no new sample starts until the one at the
+# head of the queue is written. Stored images are tens of KB, so a sample slow to time out stalls
+# the fetch threads only after ~1,000 later ones are done.
+REORDER_BUFFER_BYTES = 64 * 1024 * 1024
+# Samples handed to the thread pool ahead of the threads, so no thread waits for the next one.
+_QUEUED_PER_THREAD = 2
+
+
+def _fetch_in_order(worker: _Worker, shard_id: str, rows: list[tuple[str, str, str, str, dict[str, Any] | None]],
+                    thread_count: int, deadline: float) -> Iterator[SampleRow | None]:
+    """Each candidate's fetched row, in candidate order, as soon as it and those before it are done;
+    None for a sample not finished by the shard's deadline.
+
+    Memory is bounded by the samples in flight and REORDER_BUFFER_BYTES of finished ones, not by
+    the shard: the caller writes each row out before asking for the next."""
+    total = len(rows)
+    finished: queue.SimpleQueue[tuple[int, SampleRow]] = queue.SimpleQueue()
+
+    def task(i: int) -> None:
+        key, uid, url, caption, extra = rows[i]
+        try:
+            row = worker.process(key, uid, url, caption, extra)
+        except BaseException as exc:  # never leave the head of the queue waiting on a lost sample
+            row = SampleRow(key=key, uid=uid, url=url, caption=caption, status="failed_to_download",
+                            error_message=f"unexpected {type(exc).__name__}")
+            raise
+        finally:
+            finished.put((i, row))
+
+    pool_size = max(1, min(thread_count, total))
+    executor = cf.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"download-{shard_id}")
+    ready: dict[int, SampleRow] = {}
+    held = 0  # image bytes in `ready`
+    submitted = written = 0
+    try:
+        while written < total:
+            while (submitted < total and submitted - written - len(ready) < pool_size * _QUEUED_PER_THREAD
+                   and held < REORDER_BUFFER_BYTES):
+                executor.submit(task, submitted)
+                submitted += 1
+            if written in ready:
+                row = ready.pop(written)
+                held -= len(row.image or b"")
+                written += 1
+                yield row
+                continue
+            left = deadline - time.monotonic()
+            try:
+                i, row = finished.get(timeout=left) if left > 0 else finished.get_nowait()
+            except queue.Empty:
+                break  # the shard's deadline
+            ready[i] = row
+            held += len(row.image or b"")
+        # Past the deadline: what finished in time is written as it is, the rest as timeouts.
+        while True:
+            try:
+                i, row = finished.get_nowait()
+            except queue.Empty:
+                break
+            ready[i] = row
+        for i in range(written, total):
+            yield ready.pop(i, None)
+    finally:
+        # Threads still running past the shard deadline are abandoned: their samples are written as
+        # timeouts, and each request's own deadline ends them shortly after.
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Tally:
+    """A shard's counts per status and per error, kept as rows stream past."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.errors = CappedCounter(ERROR_MESSAGES_PER_SHARD)
+
+    def add(self, row: SampleRow) -> None:
+        self.counts[row.status] += 1
+        if row.status != "success":
+            # The row keeps its full message (the parquet's error_message, next to its url); the
+            # counted key names no host or address, and the number of keys is capped.
+            self.errors.add(f"{row.status}: {normalise_message(row.error_message or '')}")
+
+
 def download_shard(pool: Pool, shard_id: str, segments: list[Segment], config: DownloadConfig) -> dict[str, Any]:
-    """The runner's shard function: writes shards/<id>.{tar,parquet,_stats.json}, returns stats."""
+    """The runner's shard function: writes shards/<id>.{tar,parquet,_stats.json}, returns stats.
+
+    Samples are written to the shard's temporaries as they finish (in candidate order), so the
+    task's memory is bounded by the samples in flight, not by samples_per_shard."""
     start_wall = time.time()
     deadline = time.monotonic() + config.shard_timeout
     table = read_segments(pool, segments)
@@ -134,56 +225,55 @@ def download_shard(pool: Pool, shard_id: str, segments: list[Segment], config: D
     urls = table.column("url").to_pylist()
     captions = [t if t is not None else "" for t in table.column("text").to_pylist()]
     page_urls = table.column("page_url").to_pylist() if "page_url" in table.column_names else [None] * len(uids)
+    del table
     width = key_width(config.samples_per_shard)
-    keys = [f"{shard_id}{i:0{width}d}" for i in range(len(uids))]
+    candidates = [(f"{shard_id}{i:0{width}d}", uids[i], urls[i] or "", captions[i],
+                   {"page_url": page_urls[i]} if page_urls[i] else None) for i in range(len(uids))]
+    del uids, urls, captions, page_urls
 
     worker = _Worker(config, deadline)
-    rows: list[SampleRow | None] = [None] * len(uids)
-    pool_size = max(1, min(config.thread_count, len(uids)))
-    executor = cf.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"download-{shard_id}")
-    try:
-        futures = {
-            executor.submit(worker.process, keys[i], uids[i], urls[i] or "", captions[i],
-                            {"page_url": page_urls[i]} if page_urls[i] else None): i
-            for i in range(len(uids))
-        }
-        done, _ = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-        for fut in done:
-            rows[futures[fut]] = fut.result()
-    finally:
-        # Threads still running past the shard deadline are abandoned: their samples are written as
-        # timeouts below, and each request's own deadline ends them shortly after.
-        executor.shutdown(wait=False, cancel_futures=True)
-
+    tally = _Tally()
     writer = ShardWriter(pool, shard_id, config.output_format)
-    for i, row in enumerate(rows):
-        if row is None:
-            row = SampleRow(key=keys[i], uid=uids[i], url=urls[i] or "", caption=captions[i], status="timeout",
-                            error_message=f"shard_timeout of {config.shard_timeout}s reached")
-        writer.add(row)
-    kept = earlier_shard_to_keep(pool, shard_id, writer.rows, config)
-    if kept is not None:
-        return kept
-    stats = shard_stats(writer.rows)
-    end_wall = time.time()
-    # The _stats.json also carries img2dataset's field names, so tools reading those keep working.
-    writer.close({
-        **stats, "shard": shard_id, "count": stats["samples"], "status_dict": stats["counts"],
-        "failed_to_download": stats["samples"] - stats["successes"] - stats["counts"].get("failed_to_resize", 0),
-        "failed_to_resize": stats["counts"].get("failed_to_resize", 0),
-        "start_time": start_wall, "end_time": end_wall, "duration": round(end_wall - start_wall, 3),
-    })
+    fetched = _fetch_in_order(worker, shard_id, candidates, config.thread_count, deadline)
+    try:
+        for i, row in enumerate(fetched):
+            if row is None:
+                key, uid, url, caption, _extra = candidates[i]
+                row = SampleRow(key=key, uid=uid, url=url, caption=caption, status="timeout",
+                                error_message=f"shard_timeout of {config.shard_timeout}s reached")
+            tally.add(row)
+            writer.add(row)
+        writer.finish()
+        kept = earlier_shard_to_keep(pool, shard_id, writer.uids, writer.statuses, config)
+        if kept is not None:
+            writer.discard()
+            return kept
+        stats = shard_stats(tally, writer)
+        end_wall = time.time()
+        # The _stats.json also carries img2dataset's field names, so tools reading those keep working.
+        writer.close({
+            **stats, "shard": shard_id, "count": stats["samples"], "status_dict": stats["counts"],
+            "failed_to_download": stats["samples"] - stats["successes"] - stats["counts"].get("failed_to_resize", 0),
+            "failed_to_resize": stats["counts"].get("failed_to_resize", 0),
+            "start_time": start_wall, "end_time": end_wall, "duration": round(end_wall - start_wall, 3),
+        })
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        fetched.close()  # stops submitting; abandons threads past the deadline
     return stats
 
 
-def earlier_shard_to_keep(pool: Pool, shard_id: str, rows: list[SampleRow],
+def earlier_shard_to_keep(pool: Pool, shard_id: str, uids: list[str], statuses: list[str],
                           config: DownloadConfig) -> dict[str, Any] | None:
-    """The stats of the shard already written, when this run's `rows` must not replace it.
+    """The stats of the shard already written, when this run's rows (their `uids` and `statuses`,
+    in shard order) must not replace it.
 
     A rerun over a finished shard (its marker deleted, or --rerun) while the image hosts are down
     would otherwise swap good images for failures without a word. The earlier shard is kept when it
     holds the same candidates, in the configured output format, with more successes, unless
-    `overwrite_worse` is set or a sample it has was opted out or blocked since. None: write `rows`.
+    `overwrite_worse` is set or a sample it has was opted out or blocked since. None: write this run's.
     """
     if config.overwrite_worse:
         return None
@@ -200,25 +290,24 @@ def earlier_shard_to_keep(pool: Pool, shard_id: str, rows: list[SampleRow],
         return None  # unreadable: nothing worth keeping
     if has_images != (config.output_format == "parquet") or not isinstance(earlier, dict):
         return None
-    statuses = table.column("status").to_pylist()
-    before = statuses.count("success")
-    now = sum(r.status == "success" for r in rows)
-    if before <= now or table.column("uid").to_pylist() != [r.uid for r in rows]:
+    earlier_statuses = table.column("status").to_pylist()
+    before = earlier_statuses.count("success")
+    now = statuses.count("success")
+    if before <= now or table.column("uid").to_pylist() != uids:
         return None
-    if any(old == "success" and r.status in _WITHDRAWN for old, r in zip(statuses, rows, strict=True)):
+    if any(old == "success" and new in _WITHDRAWN for old, new in zip(earlier_statuses, statuses, strict=True)):
         return None
     kept = {k: earlier[k] for k in ("samples", "counts", "errors", "successes", "bytes_stored") if k in earlier}
     return {**kept, "kept_earlier": {"shards": 1, "successes_kept": before, "successes_this_run": now}}
 
 
-def shard_stats(rows: list[SampleRow]) -> dict[str, Any]:
-    """Counts per status and per error (runner convention: numbers and dicts sum across shards)."""
-    counts = Counter(r.status for r in rows)
-    errors = Counter(f"{r.status}: {r.error_message}" for r in rows if r.status != "success")
+def shard_stats(tally: _Tally, writer: ShardWriter) -> dict[str, Any]:
+    """Counts per status and per error (runner convention: numbers and dicts sum across shards;
+    `errors` holds at most ERROR_MESSAGES_PER_SHARD keys and is merged with counters.merge_capped)."""
     return {
-        "samples": len(rows),
-        "counts": dict(counts),
-        "errors": dict(errors),
-        "successes": counts.get("success", 0),
-        "bytes_stored": sum(len(r.image) for r in rows if r.image is not None),
+        "samples": len(writer.uids),
+        "counts": dict(tally.counts),
+        "errors": tally.errors.result(),
+        "successes": tally.counts.get("success", 0),
+        "bytes_stored": writer.bytes_stored,
     }
