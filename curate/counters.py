@@ -64,6 +64,16 @@ def merge_capped(a: Mapping[str, int], b: Mapping[str, int], cap: int = DEFAULT_
     return capped(out, cap)
 
 
+def normalised(counts: Mapping[str, int], cap: int = DEFAULT_CAP) -> dict[str, int]:
+    """Counts re-keyed by normalise_message, then capped: for counts written before either rule
+    (the stats of an earlier shard, markers of an older version)."""
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        key = OTHER if key == OTHER else normalise_message(key)
+        out[key] = out.get(key, 0) + n
+    return capped(out, cap)
+
+
 class CappedCounter:
     """Counts per key holding at most 2 x `cap` keys at any time and `cap` in `result()`."""
 

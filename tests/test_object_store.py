@@ -111,3 +111,67 @@ def test_stage_lock_on_s3(s3_bucket: str) -> None:
     with second:
         assert pool.read_json(rel)["token"] == second.info.token
     assert not pool.exists(rel)
+
+
+@pytest.mark.fault("download", "a download shard re-run over a finished one on an s3:// pool (hosts partly or wholly down)", "samples stream to a temporary object; the earlier tar stays whole under its name until the new one is complete; a worse result is discarded (kept-earlier), never half-copied")  # noqa: E501 - one row of docs/reliability.md
+def test_download_shard_on_s3_streams_to_a_temporary(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    from curate.config import DownloadConfig
+    from curate.pool import TMP_MARK
+    from curate.shards import ShardWriter, iter_shard_samples
+    from curate.stages.download.shard import Segment, download_shard
+    from curate.testing_http import Route, serve_routes
+
+    def jpeg(width: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (width, 30), (200, 40, 40)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    images = {f"/{i}.jpg": jpeg(40 + i) for i in range(4)}
+    down: set[str] = set()
+
+    def route(path: str) -> Route | None:
+        if path in down:
+            return Route(b"down", status=503, content_type="text/plain")
+        return Route(images[path], content_type="image/jpeg") if path in images else None
+
+    pool = Pool(f"s3://{s3_bucket}/dl")
+    mid_write: list[bytes | None] = []
+    real_add = ShardWriter.add
+
+    def add(self: ShardWriter, row) -> None:  # type: ignore[no-untyped-def]
+        real_add(self, row)
+        # Half the shard written: what is under the final name now?
+        if len(getattr(self, "uids", getattr(self, "rows", []))) == 2:
+            pool.fs.invalidate_cache()
+            mid_write.append(pool.read_bytes("shards/00000000.tar") if pool.exists("shards/00000000.tar") else None)
+
+    monkeypatch.setattr(ShardWriter, "add", add)
+
+    def leftovers() -> list[str]:
+        pool.fs.invalidate_cache()
+        return [p for p in pool.fs.find(pool.path("shards")) if TMP_MARK in p]
+
+    with serve_routes(route) as server:
+        pool.write_parquet("candidates/part-00000.parquet", pa.table({
+            "uid": [f"{i:032x}" for i in range(4)], "url": [server.url(p) for p in images], "text": ["x"] * 4}))
+        seg = [Segment("candidates/part-00000.parquet", 0, 4)]
+        config = DownloadConfig(allow_addresses=["127.0.0.1"], retries=0, timeout=5.0)
+        assert download_shard(pool, "00000000", seg, config)["successes"] == 4
+        full = pool.read_bytes("shards/00000000.tar")
+        assert mid_write == [None] and leftovers() == []
+
+        down.update({"/0.jpg", "/1.jpg"})
+        stats = download_shard(pool, "00000000", seg, config.model_copy(update={"overwrite_worse": True}))
+        assert stats["successes"] == 2 and "kept_earlier" not in stats
+        assert mid_write[-1] == full  # the earlier tar stayed whole while the new one was written
+        half = pool.read_bytes("shards/00000000.tar")
+        assert len(list(iter_shard_samples(pool, "00000000"))) == 2 and leftovers() == []
+
+        down.update(images)
+        stats = download_shard(pool, "00000000", seg, config)
+        assert stats["kept_earlier"] == {"shards": 1, "successes_kept": 2, "successes_this_run": 0}
+        assert pool.read_bytes("shards/00000000.tar") == half and leftovers() == []

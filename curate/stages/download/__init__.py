@@ -9,13 +9,14 @@ from typing import Any
 
 from curate import layout, runner
 from curate.config import DownloadConfig
+from curate.counters import normalised
 from curate.pool import Pool
 from curate.progress import console
 from curate.shards import shard_outputs
 from curate.stage import Pass, Stage, StageContext
 from curate.stages.download.addresses import parse_allow_list
 from curate.stages.download.planning import candidate_files, check_plan, plan_shards
-from curate.stages.download.shard import download_shard
+from curate.stages.download.shard import ERROR_MESSAGES_PER_SHARD, download_shard
 
 __all__ = ["Download", "download_shard", "run"]
 
@@ -47,6 +48,11 @@ class Download(Stage):
             shard_inputs=lambda _sid, segments: [[s.file, s.start, s.stop] for s in segments],
             outputs=shard_outputs(config.output_format),
         ), check=False)
+        errors = result.totals.get("errors")
+        if isinstance(errors, dict):
+            # The runner sums the shards' capped error counts; the stage's total is capped the same
+            # way (and re-keyed: shards finished by an older version kept hosts in their messages).
+            ctx.passes[result.name].totals["errors"] = normalised(errors, ERROR_MESSAGES_PER_SHARD)
         samples = int(result.totals.get("samples", 0))
         successes = int(result.totals.get("successes", 0))
         rate = successes / samples if samples else 0.0

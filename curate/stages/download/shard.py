@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from curate import __version__
 from curate.config import DownloadConfig
-from curate.counters import DEFAULT_CAP, CappedCounter, normalise_message
+from curate.counters import DEFAULT_CAP, CappedCounter, normalise_message, normalised
 from curate.errors import PoolError
 from curate.pool import Pool
 from curate.shards import SHARD_DIR, SampleRow, ShardWriter
@@ -297,7 +297,9 @@ def earlier_shard_to_keep(pool: Pool, shard_id: str, uids: list[str], statuses: 
         return None
     if any(old == "success" and new in _WITHDRAWN for old, new in zip(earlier_statuses, statuses, strict=True)):
         return None
-    kept = {k: earlier[k] for k in ("samples", "counts", "errors", "successes", "bytes_stored") if k in earlier}
+    kept = {k: earlier[k] for k in ("samples", "counts", "successes", "bytes_stored") if k in earlier}
+    if isinstance(earlier.get("errors"), dict):  # possibly written before messages were normalised and capped
+        kept["errors"] = normalised(earlier["errors"], ERROR_MESSAGES_PER_SHARD)
     return {**kept, "kept_earlier": {"shards": 1, "successes_kept": before, "successes_this_run": now}}
 
 
