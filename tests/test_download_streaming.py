@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from curate import layout
 from curate.counters import OTHER, CappedCounter, capped, merge_capped, normalise_message, normalised
 from curate.pool import TMP_MARK, Pool
 from curate.shards import ShardWriter, iter_shard_samples, read_shard_table
@@ -154,7 +155,7 @@ def test_error_counts_are_capped_and_name_no_host(tmp_path: Path, monkeypatch: p
 
     failures = {"00000000": 148, "00000001": len(urls) - 148 - 1, "report": len(urls) - 1}
     for shard, where in (("00000000", "shards/00000000_stats.json"), ("00000001", "shards/00000001_stats.json"),
-                         ("00000001", "_done/download/00000001.json"), ("report", "reports/download.json")):
+                         ("00000001", layout.download_marker("00000001")), ("report", "reports/download.json")):
         text = pool.read_bytes(where).decode()
         for secret in ("10.77.", "10.88.", "fd00", "secret-host", "127.0.0.1", str(server.port), "http://"):
             assert secret not in text, f"{secret!r} in {where}"
