@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curate.testing_http import Route, serve_routes
+from curate.testing.http import Route, serve_routes
 
 _CHILD = r"""
 import json, sys, time

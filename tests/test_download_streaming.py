@@ -15,7 +15,7 @@ from curate.shards import ShardWriter, iter_shard_samples, read_shard_table
 from curate.stages import download
 from curate.stages.download.shard import Segment, download_shard
 from curate.tarstream import iter_tar_files
-from curate.testing_http import Route, redirect, serve_routes
+from curate.testing.http import Route, redirect, serve_routes
 from tests.test_download import JPEG, _config, _encode, _stalled_until_done, _write_candidates
 
 

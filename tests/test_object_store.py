@@ -123,7 +123,7 @@ def test_download_shard_on_s3_streams_to_a_temporary(s3_bucket: str, monkeypatch
     from curate.pool import TMP_MARK
     from curate.shards import ShardWriter, iter_shard_samples
     from curate.stages.download.shard import Segment, download_shard
-    from curate.testing_http import Route, serve_routes
+    from curate.testing.http import Route, serve_routes
 
     def jpeg(width: int) -> bytes:
         buf = io.BytesIO()
