@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from curate import layout
+from curate.counters import merge_capped
 from curate.errors import CurateError, StageFailed
 from curate.pool import Pool
 from curate.progress import ShardProgress, console, print_counts_table
@@ -35,15 +36,22 @@ from curate.stage import (
     fingerprint_of,
 )
 
+# Stats keys that count free-text messages (message -> n): merged capped, so a stage's totals hold at
+# most counters.DEFAULT_CAP messages however many shards report different ones (img2dataset's idea).
+CAPPED_KEYS = ("errors",)
+
 
 def merge_stats(items: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Sum numbers and merge nested dicts; other values keep the last one seen; "_" keys are the runner's."""
+    """Sum numbers and merge nested dicts (CAPPED_KEYS capped); other values keep the last one seen;
+    "_" keys are the runner's."""
     out: dict[str, Any] = {}
     for item in items:
         for key, value in item.items():
             if key.startswith("_"):
                 continue
-            if isinstance(value, bool):
+            if key in CAPPED_KEYS and isinstance(value, Mapping):
+                out[key] = merge_capped(out.get(key, {}), {k: v for k, v in value.items() if isinstance(v, int)})
+            elif isinstance(value, bool):
                 out[key] = value
             elif isinstance(value, int | float):
                 out[key] = out.get(key, 0) + value

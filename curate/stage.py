@@ -64,7 +64,8 @@ class Pass:
     """One sharded map of a stage: `fn(pool, shard_id, payload, settings) -> stats` for every shard.
 
     stats follow one convention: {"samples": n_in, "counts": {reason: n}, ...}; numbers are summed
-    and dicts merged over shards (keys starting with "_" are the runner's)."""
+    and dicts merged over shards; "errors" ({message: n}) is merged capped at 100 messages, the rest
+    under "other" (curate.counters); keys starting with "_" are the runner's."""
 
     name: str
     fn: ShardFn

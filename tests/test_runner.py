@@ -159,3 +159,9 @@ def test_a_pass_may_not_run_twice(tmp_path, local_executor):
 
     with pytest.raises(ValueError, match="ran twice"):
         runner.run(Twice(), Pool(str(tmp_path / "pool")), None, quiet=True)
+
+
+def test_merged_error_counts_are_capped():
+    shards = [{"errors": {f"message {s}-{i}": 1 for i in range(60)}} for s in range(5)]
+    merged = merge_stats(shards)["errors"]
+    assert len(merged) == 100 and sum(merged.values()) == 300 and merged["other"] == 201
