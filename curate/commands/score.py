@@ -38,9 +38,9 @@ def score_command(
     pools (on GPUs where the cluster has them). Writes scores/SCORER/SHARD.parquet with one row
     per successful download sample, and the runner's marker _done/score/score/SHARD.json with
     counts of images that could not be scored, by reason. A rerun skips finished shards; a changed
-    scorer set or scorer config re-scores them (docs/score.md). Models load offline from the Hugging Face cache or a path; a
-    missing model is an error that says what to download. Exit status is non-zero when a shard
-    failed.
+    scorer set or scorer config re-scores them (docs/score.md). Models load offline from the
+    Hugging Face cache or a path; a missing model is an error that says what to download. Exit
+    status is non-zero when a shard failed.
     """
     from curate.pool import Pool
     from curate.stages.score import run
