@@ -26,6 +26,6 @@ def stats_command(
     The HTML is one self-contained file (plots and thumbnails embedded): open it in any browser. Sections
     whose tables do not exist yet say so.
     """
-    from curate.stats import write_report
+    from curate.stats import run
 
-    write_report(Pool(pool), section)
+    run(Pool(pool), section)

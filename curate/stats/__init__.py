@@ -102,7 +102,9 @@ class Stats(Stage):
 
 def run(pool: Pool, config: StatsConfig | None = None, *, ray_address: str | None = None, rerun: bool = False,
         quiet: bool = False) -> dict[str, Any]:
-    """Stage entry point for `curate run`; returns the stats (the report names the files written)."""
+    """Stage entry point for `curate stats` and `curate run`; returns the stats (the report names the files)."""
+    if not pool.exists(""):  # before the runner's lock would create it
+        raise PoolError(f"stats: pool {pool.url} does not exist")
     stage = Stats()
     runner.run(stage, pool, config or StatsConfig(), ray_address=ray_address, rerun=rerun, quiet=quiet)
     return stage.stats
