@@ -10,9 +10,21 @@ from deep inside a Ray worker.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from curate.errors import ConfigError
+
+
+def check_installed(module: str, extra: str, purpose: str) -> None:
+    """`require` without the import: the same error when `module` is not installed, in microseconds
+    (a preflight must not spend the seconds importing torch costs in a driver that never uses it)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module entry blocked by None
+        found = False
+    if not found:
+        raise ConfigError(f"{purpose} needs {module.split('.')[0]}: pip install 'curate[{extra}]'")
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

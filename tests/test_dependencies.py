@@ -63,7 +63,8 @@ def _imports(tree: ast.AST) -> set[str]:
 
 
 def _require_call(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require" and len(node.args) == 3
+    return (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("require", "check_installed")
+            and len(node.args) == 3
             and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args[:2]))
 
 
@@ -266,3 +267,13 @@ def test_missing_faiss_names_the_dedup_extra() -> None:
     done = _python(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "image_clusters (k-means) needs faiss: pip install 'curate[dedup]'"
+
+
+def test_check_installed_imports_nothing() -> None:
+    """A scorer's preflight checks its extra without importing it (importing torch costs the driver seconds)."""
+    code = ("import sys; from curate.extras import check_installed; check_installed('torch', 'models', 'x'); "
+            "assert 'torch' not in sys.modules; sys.modules['open_clip'] = None\n"
+            "try:\n    check_installed('open_clip', 'models', 'the clip scorer')\n"
+            "except Exception as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "the clip scorer needs open_clip: pip install 'curate[models]'"

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from curate.extras import require
+from curate.extras import check_installed
 from curate.scorers.base import (
     CAPTION,
     IMAGE_OK,
@@ -102,8 +102,8 @@ def _found_without_open_clip(model: str, pretrained: str | None) -> bool:
 
 
 def _require_models() -> None:
-    require("torch", "models", "the clip scorer")
-    require("open_clip", "models", "the clip scorer")
+    check_installed("torch", "models", "the clip scorer")
+    check_installed("open_clip", "models", "the clip scorer")
 
 
 def score_column(name: str) -> str:

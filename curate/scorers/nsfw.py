@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate.errors import ConfigError, ModelNotFoundError
-from curate.extras import require
+from curate.extras import check_installed, require
 from curate.scorers.base import CAPTION, IMAGE_OK, Batch, Scorer, ScorerConfig, embedding_column, register
 
 DEFAULT_WORDS = Path(__file__).parent / "data" / "nsfw_words.txt"
@@ -130,9 +130,9 @@ class NsfwScorer(Scorer):
         return [self.cfg.clip]
 
     def _require_models(self) -> None:
-        require("torch", "models", "the nsfw scorer")
+        check_installed("torch", "models", "the nsfw scorer")
         if not self.cfg.head:  # zero-shot: the clip scorer's model embeds the prompts
-            require("open_clip", "models", "the nsfw scorer")
+            check_installed("open_clip", "models", "the nsfw scorer")
 
     def preflight(self) -> None:
         self._require_models()
