@@ -84,6 +84,9 @@ def shard_stats(shard_id: str) -> str:
     return f"{SHARDS}/{shard_id}_stats.json"
 
 
+DOWNLOAD_PLAN = f"{SHARDS}/_plan.json"
+
+
 # ---------------------------------------------------------------- scores and embeddings
 def scores_dir(scorer: str) -> str:
     return f"{SCORES}/{scorer}"

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curate import layout
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, SHARD_SCHEMA, shard_name
+from curate.shards import SHARD_SCHEMA, shard_name
 from curate.testing import random_hex
 
 # Scorer directory -> columns it writes (contract names).
@@ -111,10 +111,10 @@ def make_score_pool(pool: Pool, n_shards: int, rows_per_shard: int, seed: int = 
     for index in range(n_shards):
         sid = shard_name(index)
         shard, tables = make_shard_tables(rng, rows_per_shard, bank)
-        pool.write_parquet(f"{SHARD_DIR}/{sid}.parquet", shard)
+        pool.write_parquet(layout.shard_parquet(sid), shard)
         ok = int((np.asarray(shard["status"]) == "success").sum())
         stats = {"samples": shard.num_rows, "successes": ok, "counts": {"success": ok, "failed": shard.num_rows - ok}}
-        pool.write_json(f"{SHARD_DIR}/{sid}_stats.json", stats)
+        pool.write_json(layout.shard_stats(sid), stats)
         for name, table in tables.items():
             if scorers is None or name in scorers:
                 pool.write_parquet(f"scores/{name}/{sid}.parquet", table)

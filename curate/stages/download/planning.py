@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import posixpath
+
+from curate import layout
 from curate.errors import PoolError
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, shard_name
+from curate.shards import shard_name
 from curate.stages.download.shard import CANDIDATE_COLUMNS, Segment
 
-CANDIDATE_DIR = "candidates"
-PLAN_REL = f"{SHARD_DIR}/_plan.json"
+CANDIDATE_DIR = layout.CANDIDATES
+# A guard, not a resume rule: finished shards cut from other candidates are refused (with --rerun to
+# start over) rather than silently downloaded again, since a download is the costliest thing to redo.
+PLAN_REL = layout.DOWNLOAD_PLAN
 
 
 def candidate_files(pool: Pool) -> list[tuple[str, int]]:
@@ -18,7 +23,7 @@ def candidate_files(pool: Pool) -> list[tuple[str, int]]:
         raise PoolError(f"{pool.uri(CANDIDATE_DIR)} has no parquet files: run `curate ingest` first")
     out = []
     for name in names:
-        rel = f"{CANDIDATE_DIR}/{name}"
+        rel = posixpath.join(CANDIDATE_DIR, name)
         meta = pool.parquet_metadata(rel)  # a truncated or garbage file is one PoolError naming it
         names = meta.schema.to_arrow_schema().names
         missing = [c for c in CANDIDATE_COLUMNS if c not in names]
@@ -55,7 +60,7 @@ def check_plan(pool: Pool, files: list[tuple[str, int]], samples_per_shard: int,
         previous = pool.read_json(PLAN_REL)
         if previous != plan:
             raise PoolError(
-                f"{pool.uri(SHARD_DIR)} was cut from other candidates or another samples_per_shard "
+                f"{pool.uri(layout.SHARDS)} was cut from other candidates or another samples_per_shard "
                 f"({previous.get('samples_per_shard')}); rerun with --rerun to download again"
             )
     pool.write_json(PLAN_REL, plan)

@@ -18,12 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate import __version__
+from curate import __version__, layout
 from curate.config import DownloadConfig
 from curate.counters import DEFAULT_CAP, CappedCounter, normalise_message, normalised
 from curate.errors import PoolError
 from curate.pool import Pool
-from curate.shards import SHARD_DIR, SampleRow, ShardWriter
+from curate.shards import SampleRow, ShardWriter
 from curate.stages.download.addresses import DnsCache, parse_allow_list
 from curate.stages.download.fetch import FetchFailure, FetchSettings, fetch_image
 from curate.stages.download.images import ImageProcessor, ImageRejected
@@ -277,10 +277,10 @@ def earlier_shard_to_keep(pool: Pool, shard_id: str, uids: list[str], statuses: 
     """
     if config.overwrite_worse:
         return None
-    parquet_rel, stats_rel = f"{SHARD_DIR}/{shard_id}.parquet", f"{SHARD_DIR}/{shard_id}_stats.json"
+    parquet_rel, stats_rel = layout.shard_parquet(shard_id), layout.shard_stats(shard_id)
     if not (pool.exists(parquet_rel) and pool.exists(stats_rel)):
         return None
-    if config.output_format == "webdataset" and not pool.exists(f"{SHARD_DIR}/{shard_id}.tar"):
+    if config.output_format == "webdataset" and not pool.exists(layout.shard_tar(shard_id)):
         return None
     try:
         earlier = pool.read_json(stats_rel)
