@@ -129,7 +129,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(curate.stages.export, "run", recorder("export"))
     monkeypatch.setattr(curate.stages.balance, "run", recorder("balance"))
     monkeypatch.setattr(curate.stages.dedup, "run", recorder("dedup"))
-    monkeypatch.setattr(curate.stats, "write_report", recorder("stats"))
+    monkeypatch.setattr(curate.stats, "run", recorder("stats"))
     return got
 
 
