@@ -11,6 +11,7 @@ dicts merged across shards into reports/<stage>.json.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import time
@@ -217,6 +218,10 @@ def run_pass(ctx: StageContext, p: Pass | BatchPass, *, check: bool = True) -> P
     progress.enabled = not ctx.quiet
     failed: dict[str, str] = {}
     ran: list[str] = []
+    # The stats of every finished shard: those found done, then each shard's as its task returns them,
+    # through the same JSON round trip as its marker (numpy numbers become what the marker holds), so
+    # no marker is read back after the pass.
+    done = dict(done_before)
     started = time.time()
     markers = layout.markers_dir(ctx.key, p.name)
     fingerprints = {sid: _marker_fingerprint(p, pass_fp, sid) for sid in todo}
@@ -227,6 +232,7 @@ def run_pass(ctx: StageContext, p: Pass | BatchPass, *, check: bool = True) -> P
             progress.update(failed=True)
         else:
             ran.append(sid)
+            done[sid] = json.loads(json.dumps(outcome, sort_keys=True, default=str))
             progress.update(int(outcome.get("samples", 0)))
 
     timings: dict[str, float] = {}
@@ -240,8 +246,7 @@ def run_pass(ctx: StageContext, p: Pass | BatchPass, *, check: bool = True) -> P
                  p.settings, finished, in_driver=p.in_driver)
     else:
         ctx.say(f"{p.name}: all {len(p.shards)} shards already done; nothing to run")
-    done = {sid: st for sid, st in ctx.pool.read_marker_dir(markers)[0].items() if sid in p.shards}
-    done = {sid: {k: v for k, v in st.items() if k != FINGERPRINT_KEY} for sid, st in done.items()}
+    done = {sid: done[sid] for sid in sorted(done) if sid in p.shards}  # id order, as a marker listing gives
     totals = merge_stats(list(done.values()))
     ctx.passes[p.name] = PassReport(
         shards_total=len(p.shards), shards_done=len(done), shards_failed=failed, shards_run_now=len(ran),
