@@ -15,6 +15,7 @@ docs/architecture.md is this module and nothing else. Paths are pool-relative (`
     subsets/<name>/...                          filter
     balanced/<name>/...                         balance
     exports/<name>/...                          export
+    evals/<name>/results.json, runs/, data/     eval (proxy training per arm and seed)
     train_dfn/                                  train_dfn (its model directory is configured)
     _done/<stage>[/<name>]/<pass>/<shard>.json  completion markers (the runner's)
     _locks/<stage>.json                         one writer per stage
@@ -36,6 +37,7 @@ DEDUP = "dedup"
 SUBSETS = "subsets"
 BALANCED = "balanced"
 EXPORTS = "exports"
+EVALS = "evals"
 DONE = "_done"
 LOCKS = "_locks"
 REPORTS = "reports"
@@ -56,6 +58,7 @@ TABLES: dict[str, str] = {
     "exports": f"{EXPORTS}/<name>/",
     "dfn_model": "<train_dfn output_dir>/model",
     "report": f"{REPORTS}/index.html",
+    "evals": f"{EVALS}/<name>/results.json",
 }
 
 
@@ -240,6 +243,34 @@ def export_metadata(name: str, shard: str) -> str:
 
 def export_images(name: str, shard: str) -> str:
     return f"{EXPORTS}/{name}/images/{shard}.parquet"
+
+
+# ---------------------------------------------------------------- eval
+def eval_dir(name: str) -> str:
+    return f"{EVALS}/{name}"
+
+
+def eval_results(name: str) -> str:
+    return f"{EVALS}/{name}/results.json"
+
+
+def eval_arm_data(name: str, arm: str) -> str:
+    """The samples one arm trains on (uid, caption, image bytes), as one Parquet file."""
+    return f"{EVALS}/{name}/data/{arm}.parquet"
+
+
+def eval_run_dir(name: str, arm: str, seed: int) -> str:
+    """One training run: checkpoints/, model/, train_summary.json, metrics.json."""
+    return f"{EVALS}/{name}/runs/{arm}/seed-{seed}"
+
+
+def eval_run_metrics(name: str, arm: str, seed: int) -> str:
+    return f"{eval_run_dir(name, arm, seed)}/metrics.json"
+
+
+def eval_run_hits(name: str, arm: str, seed: int) -> str:
+    """Per-example hits of one run (the paired bootstrap resamples them), as .npz."""
+    return f"{eval_run_dir(name, arm, seed)}/hits.npz"
 
 
 # ---------------------------------------------------------------- runner bookkeeping

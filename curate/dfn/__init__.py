@@ -20,9 +20,18 @@ def train_dfn(config: DFNTrainConfig, *, local: bool = False, stop_at_step: int 
         from curate.dfn.distributed import run_ray_training
 
         return run_ray_training(config, stop_at_step=stop_at_step)
-    from curate.dfn.train import run_training
+    from curate.dfn.train import WorkerContext, run_training
 
-    return run_training(config, stop_at_step=stop_at_step)
+    ctx = None
+    if config.scaling.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            from curate.errors import ConfigError
+
+            raise ConfigError("scaling.use_gpu: true, but torch sees no GPU here")
+        ctx = WorkerContext(device=torch.device("cuda", torch.cuda.current_device()))
+    return run_training(config, ctx, stop_at_step=stop_at_step)
 
 
 def require_models(purpose: str) -> None:

@@ -41,6 +41,7 @@ def build_stats(pool: Pool, config: StatsConfig, tables: PoolTables | None = Non
         "subsets": subsets,
         "balanced": balanced,
         "exports": exports,
+        "evals": collect.evals_info(pool),
         # Written by the demo (curate.demo.planted): which planted problems each signal caught.
         "planted": pool.read_json(layout.PLANTED_JSON) if pool.exists(layout.PLANTED_JSON) else None,
     }

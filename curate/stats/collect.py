@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import layout
 from curate.config import StatsConfig
 from curate.pool import Pool
 from curate.stats.tables import PoolTables, parquet_rows, read_json_or_none
@@ -199,6 +200,16 @@ def exports_info(pool: Pool) -> dict[str, Any]:
         report = read_json_or_none(pool, f"exports/{name}/report.json")
         if report is not None:
             out[name] = report
+    return out
+
+
+def evals_info(pool: Pool) -> dict[str, Any]:
+    """results.json of every finished `curate eval` of this pool (runs' model paths left out)."""
+    out = {}
+    for name in pool.listdir(layout.EVALS):
+        results = read_json_or_none(pool, layout.eval_results(name))
+        if results is not None:
+            out[name] = results
     return out
 
 

@@ -19,6 +19,7 @@ SECTIONS = [
     ("thresholds", "Samples around each threshold"),
     ("balance", "Balancing"),
     ("exports", "Exports"),
+    ("evaluation", "Evaluation"),
 ]
 
 CSS = """
@@ -204,6 +205,35 @@ def _exports(exports: dict[str, Any]) -> str:
     return table(rows, ("export", "subset", "samples", "shards", "missing uids"))
 
 
+def _evaluation(evals: dict[str, Any]) -> str:
+    from curate.evaluation.report import metric_title
+
+    out = ("<p>Proxy training at equal compute (<code>curate eval</code>): one small CLIP per arm and seed; "
+           "bars are the mean over seeds, whiskers ± one standard deviation. Each curated arm is compared with "
+           "a random subset of the pool of the same size and with the whole pool (paired bootstrap over seeds "
+           "and evaluation examples).</p>")
+    for name, res in evals.items():
+        preset = res.get("preset", {})
+        out += (f"<h3>{esc(name)}: {esc(preset.get('model'))}, {fmt(preset.get('samples_seen'))} samples seen, "
+                f"seeds {esc(res.get('seeds'))}</h3>")
+        arms = res.get("arms", {})
+        keys = sorted({k for a in arms.values() for k in a.get("metrics", {})
+                       if k.endswith(("zeroshot_top1", "zeroshot_top5"))})
+        figs = [fig(plots.interval_bars_svg([(arm, a["metrics"][k]["mean"], a["metrics"][k]["std"])
+                                             for arm, a in arms.items() if k in a.get("metrics", {})],
+                                            metric_title(k), "accuracy %"), metric_title(k)) for k in keys]
+        out += f"<div class='grid'>{''.join(figs)}</div>"
+        all_keys = sorted({k for a in arms.values() for k in a.get("metrics", {})})
+        rows = [(arm, a.get("kind"), a.get("size"),
+                 *(f"{a['metrics'][k]['mean']:.1f} ± {a['metrics'][k]['std']:.1f}" if k in a.get("metrics", {})
+                   else "—" for k in all_keys)) for arm, a in arms.items()]
+        out += table(rows, ("arm", "kind", "samples", *(metric_title(k) + " %" for k in all_keys)))
+        comp = [(c["arm"], c["against"], metric_title(c["metric"]), f"{c['difference_pp']:+.1f}",
+                 f"[{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}]", c["verdict"]) for c in res.get("comparisons", [])]
+        out += table(comp, ("arm", "against", "metric", "difference (pp)", "CI", "verdict"))
+    return out
+
+
 def _planted(planted: dict[str, Any]) -> str:
     rows = [(r["kind"], r["planted"], r["downloaded"], r["flagged_by_signal"], r["left_in_filtered_subset"],
              r["left_in_final_set"], r["signal"]) for r in planted["kinds"]]
@@ -224,6 +254,7 @@ def render_html(stats: dict[str, Any], grids: list[dict[str, Any]]) -> str:
         "image-sizes": stats["image_sizes"]["present"], "dedup": stats["dedup"]["present"],
         "filter": bool(stats["subsets"]), "thresholds": bool(grids), "balance": bool(stats["balanced"]),
         "exports": bool(stats["exports"]),
+        "evaluation": bool(stats.get("evals")),
     }
     absent_text = {
         "download": stats["download"].get("absent_reason"), "scores": stats["scores"].get("absent_reason"),
@@ -233,6 +264,7 @@ def render_html(stats: dict[str, Any], grids: list[dict[str, Any]]) -> str:
         "thresholds": "no threshold conditions in any applied spec (subsets/<spec>/spec.json)",
         "balance": "no balanced sets (balanced/<name>/uids.parquet)",
         "exports": "no exports (exports/<name>/report.json)",
+        "evaluation": "no evaluations (evals/<name>/results.json, written by `curate eval`)",
     }
     render = {
         "funnel": lambda: _funnel(stats), "download": lambda: _download(stats["download"]),
@@ -241,6 +273,7 @@ def render_html(stats: dict[str, Any], grids: list[dict[str, Any]]) -> str:
         "dedup": lambda: _dedup(stats["dedup"]), "filter": lambda: _filter(stats["subsets"]),
         "thresholds": lambda: _thresholds(grids), "balance": lambda: _balance(stats["balanced"]),
         "exports": lambda: _exports(stats["exports"]),
+        "evaluation": lambda: _evaluation(stats["evals"]),
     }
     parts = []
     for sid, title in SECTIONS:

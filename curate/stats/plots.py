@@ -125,3 +125,30 @@ def rank_curves_svg(curves: dict[str, list[float]], title: str) -> str | None:
         body += (f'<text x="{W - RIGHT - 4}" y="{TOP + 12 + 12 * i}" text-anchor="end" font-size="10" '
                  f'font-family="sans-serif" fill="{color}">{_esc(name)}</text>')
     return _frame(title, "entry rank (log)", "matches (log)", body)
+
+
+def interval_bars_svg(rows: list[tuple[str, float, float]], title: str, xlabel: str) -> str | None:
+    """Horizontal bars of (label, mean, std) with a ±std whisker each: one bar per arm of an evaluation."""
+    if not rows:
+        return None
+    row = 18
+    height = TOP + BOTTOM + row * len(rows)
+    label_w = 150
+    pw = W - label_w - RIGHT - 30
+    top = max(m + s for _, m, s in rows) or 1.0
+    body = ""
+    for i, (label, mean, std) in enumerate(rows):
+        y = TOP + i * row
+        short = label if len(label) <= 26 else label[:25] + "…"
+        w, lo, hi = pw * mean / top, pw * max(mean - std, 0) / top, pw * (mean + std) / top
+        # Controls in another colour, so the curated arms stand out.
+        color = PALETTE[1] if label == "pool" or label.startswith("random-") else PALETTE[0]
+        body += (f'<text x="{label_w - 4}" y="{y + 12}" text-anchor="end" font-size="10" font-family="sans-serif">'
+                 f"{_esc(short)}<title>{_esc(label)}</title></text>"
+                 f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row - 6}" fill="{color}">'
+                 f"<title>{_esc(label)}: {_num(mean)} ± {_num(std)}</title></rect>"
+                 f'<line x1="{label_w + lo:.1f}" y1="{y + row / 2}" x2="{label_w + hi:.1f}" y2="{y + row / 2}" '
+                 f'stroke="#222" stroke-width="1.2"/>'
+                 f'<text x="{label_w + hi + 3:.1f}" y="{y + 12}" font-size="9" font-family="sans-serif">'
+                 f"{_num(mean)}</text>")
+    return _frame(title, xlabel, "", body, height=height)

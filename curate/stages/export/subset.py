@@ -63,16 +63,16 @@ def _available(pool: Pool) -> list[str]:
     return [f"{root}/{name}" for root in SUBSET_ROOTS for name in pool.listdir(root)]
 
 
-def resolve_subset(pool: Pool, subset: str) -> Subset:
+def resolve_subset(pool: Pool, subset: str, what: str = "export") -> Subset:
     """Find the uid list `subset` names.
 
     Tried in order: a pool-relative path (`subsets/x`, `balanced/y`, or a file under them), a bare
     name under subsets/ then balanced/, and a path or URL outside the pool. A directory means its
-    uids.parquet (or uids.npy).
+    uids.parquet (or uids.npy). `what` names the command in errors.
     """
     subset = subset.strip()
     if not subset:
-        raise ConfigError("export: no subset given (--subset NAME|PATH)")
+        raise ConfigError(f"{what}: no subset given (--subset NAME|PATH)")
     candidates: list[tuple[fsspec.AbstractFileSystem, str, str]] = []
     rel = subset.rstrip("/")
     if "://" not in rel and not rel.startswith("/") and ".." not in rel.split("/"):
@@ -86,17 +86,17 @@ def resolve_subset(pool: Pool, subset: str) -> Subset:
         if cfs.isdir(path):
             found = _uid_file_in(cfs, path)
             if found is None:
-                raise ConfigError(f"export: {url} holds neither {' nor '.join(UID_FILES)}")
+                raise ConfigError(f"{what}: {url} holds neither {' nor '.join(UID_FILES)}")
             file_url = url.rstrip("/") + "/" + posixpath.basename(found)
             return Subset(posixpath.basename(path.rstrip("/")), file_url, _read_uid_file(_full(cfs, found)))
         if not path.endswith((".npy", ".parquet")):
-            raise ConfigError(f"export: {url} is neither a .npy nor a .parquet uid file")
+            raise ConfigError(f"{what}: {url} is neither a .npy nor a .parquet uid file")
         parent = posixpath.basename(posixpath.dirname(path))
         stem = posixpath.basename(path).rsplit(".", 1)[0]
         name = parent if stem == "uids" and parent else stem
         return Subset(name, url, _read_uid_file(_full(cfs, path)))
     known = ", ".join(_available(pool)) or "none"
-    raise ConfigError(f"export: subset {subset!r} not found in {pool.url} or as a path (pool has: {known})")
+    raise ConfigError(f"{what}: subset {subset!r} not found in {pool.url} or as a path (pool has: {known})")
 
 
 def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:

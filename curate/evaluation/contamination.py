@@ -1,0 +1,122 @@
+"""The check that no evaluation image is also a training sample of the pool.
+
+An evaluation that leaks into training measures memorisation, and a curated arm that happens to
+keep the leaked samples would look better than its control for the wrong reason. So before any
+training, every evaluation image is compared with every downloaded sample of the pool, by the
+rules the pool's own dedup uses: identical bytes (sha256, the `exact` method), a 64-bit DCT pHash
+within `phash_max_distance` bits (the `perceptual` method, same hash as the image_stats scorer),
+and optionally the CLIP cosine of the `decontaminate` method against the pool's embeddings. Any
+hit is an error naming the first few pairs; the counts go into results.json either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from curate.errors import ConfigError
+from curate.evaluation.arms import PoolSamples
+from curate.evaluation.config import Contamination
+from curate.pool import Pool
+from curate.scorers.image_stats import phash_batch
+
+_BLOCK = 512  # eval images compared with the whole pool at a time (bounds the distance matrix)
+
+
+def _gray32(data: bytes) -> np.ndarray | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("L", (64, 64))  # JPEG: decode at reduced size; the hash only needs 32x32
+            return np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
+    except Exception:
+        return None
+
+
+def phashes(images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes of the decodable images, their indices)."""
+    grays, ok = [], []
+    for i, data in enumerate(images):
+        g = _gray32(data)
+        if g is not None:
+            grays.append(g)
+            ok.append(i)
+    if not grays:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    return phash_batch(np.stack(grays)), np.asarray(ok, np.int64)
+
+
+def nearest_hamming(queries: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query hash: the smallest Hamming distance to any base hash, and that base index."""
+    best = np.full(len(queries), 65, np.int64)
+    where = np.full(len(queries), -1, np.int64)
+    if not len(base):
+        return best, where
+    for start in range(0, len(queries), _BLOCK):
+        q = queries[start:start + _BLOCK]
+        dist = np.bitwise_count(np.bitwise_xor(q[:, None], base[None, :])).astype(np.int64)
+        where[start:start + len(q)] = dist.argmin(axis=1)
+        best[start:start + len(q)] = dist.min(axis=1)
+    return best, where
+
+
+def check_disjoint(pool: Pool, samples: PoolSamples, evalset: Any, settings: Contamination) -> dict[str, Any]:
+    """Compare one evaluation set with the pool; ConfigError on any overlap, else the report."""
+    pool_images = samples.table["jpg"].to_pylist()
+    pool_uids = samples.table["uid"].to_pylist()
+    report: dict[str, Any] = {"evalset": evalset.name, "eval_images": len(evalset.images),
+                              "pool_samples": len(pool_images)}
+    hits: list[str] = []
+    if settings.exact:
+        pool_sha = {hashlib.sha256(b).hexdigest(): u for b, u in zip(pool_images, pool_uids, strict=True)}
+        exact = [(k, pool_sha[h]) for k, h in ((k, hashlib.sha256(b).hexdigest())
+                                                for k, b in zip(evalset.keys, evalset.images, strict=True))
+                 if h in pool_sha]
+        report["exact_overlap"] = len(exact)
+        hits += [f"{k} = pool uid {u} (identical bytes)" for k, u in exact[:3]]
+    if settings.phash_max_distance is not None:
+        eval_hash, eval_ok = phashes(evalset.images)
+        pool_hash, pool_ok = phashes(pool_images)
+        dist, where = nearest_hamming(eval_hash, pool_hash)
+        close = np.flatnonzero(dist <= settings.phash_max_distance)
+        report["phash_max_distance"] = settings.phash_max_distance
+        report["phash_overlap"] = len(close)
+        report["phash_nearest_min"] = int(dist.min()) if len(dist) else None
+        hits += [f"{evalset.keys[eval_ok[i]]} ~ pool uid {pool_uids[pool_ok[where[i]]]} (pHash distance {dist[i]})"
+                 for i in close[:3]]
+    if settings.clip is not None:
+        report.update(_clip_overlap(pool, evalset, settings, hits))
+    if hits:
+        raise ConfigError(f"eval: evaluation set {evalset.name!r} ({evalset.path}) overlaps the pool: "
+                          f"{'; '.join(hits[:3])} — remove these images from the pool (dedup `decontaminate`, "
+                          "then filter) or from the evaluation set")
+    return report
+
+
+def _clip_overlap(pool: Pool, evalset: Any, settings: Contamination, hits: list[str]) -> dict[str, Any]:
+    from curate import layout
+    from curate.stages.dedup.decontaminate import nearest_eval
+    from curate.stages.dedup.embeddings import embedding_matrix
+    from curate.stages.dedup.eval_images import embed_eval_images
+
+    clip = settings.clip
+    assert clip is not None
+    names, eval_emb, _ = embed_eval_images(str(evalset.path), clip.model, clip.pretrained)
+    rel = layout.embeddings_dir(clip.embeddings)
+    if not pool.exists(rel):
+        raise ConfigError(f"eval: contamination.clip: {pool.uri(rel)} not found (score with image_embeddings: true)")
+    table = pool.read_parquet_dir(rel, columns=["uid", clip.column])
+    emb = embedding_matrix(table[clip.column])
+    if emb.shape[1] != eval_emb.shape[1]:
+        raise ConfigError(f"eval: contamination.clip: {rel} has {emb.shape[1]}-d embeddings, {clip.model} gives "
+                          f"{eval_emb.shape[1]}-d")
+    # Search the pool for each eval image (the pool is the index here: one nearest pool sample per eval image).
+    sims, ids = nearest_eval(eval_emb, emb)
+    close = np.flatnonzero(sims > clip.threshold)
+    uids = table["uid"].to_pylist()
+    hits += [f"{names[i]} ~ pool uid {uids[ids[i]]} (CLIP cosine {sims[i]:.3f})" for i in close[:3]]
+    return {"clip_threshold": clip.threshold, "clip_overlap": int(len(close)),
+            "clip_nearest_max": float(sims.max()) if len(sims) else None}
