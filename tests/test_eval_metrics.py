@@ -284,6 +284,21 @@ def test_real_model_matches_open_clip_reference(random_tiny_dir: Path, tmp_path:
     assert ret.t2i_hit5.tolist() == t2i.tolist() and ret.i2t_hit5.tolist() == i2t.tolist()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_like_cpu(random_tiny_dir: Path, tmp_path: Path) -> None:
+    """On a GPU the embeddings and the top-k stay on the device; the hits match the CPU's."""
+    from curate.models.loading import load_clip
+
+    es = load_evalset(str(shapes_set(tmp_path / "shapes", 40, seed=5)))
+    cpu, gpu = load_clip(str(random_tiny_dir)), load_clip(str(random_tiny_dir), device="cuda")
+    zc, zg = zeroshot(cpu, es, batch_size=16), zeroshot(gpu, es, batch_size=16)
+    rc, rg = retrieval(cpu, es, batch_size=16), retrieval(gpu, es, batch_size=16)
+    # TF32 or kernel differences may flip a near-tie; allow at most one example per array
+    for a, b in ((zc.correct_top1, zg.correct_top1), (zc.correct_top5, zg.correct_top5),
+                 (rc.i2t_hit5, rg.i2t_hit5), (rc.t2i_hit5, rg.t2i_hit5)):
+        assert a.shape == b.shape and (a != b).sum() <= 1
+
+
 def test_trained_model_beats_chance(tiny_clip_dir: Path, tmp_path: Path) -> None:
     """The session's trained curate-tiny names colours far above chance (1/8) and retrieves captions
     far above chance (5/64): the metrics measure what the model learned."""

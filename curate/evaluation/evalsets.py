@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -52,7 +53,7 @@ class EvalSample:
     image: bytes
     label: int | None = None
     captions: list[str] | None = None
-    meta: dict | None = None
+    meta: dict[str, Any] | None = None
     ext: str | None = None
 
 
