@@ -33,7 +33,7 @@ runner = CliRunner()
 PAGES = {
     "ingest": "ingest.md", "download": "download.md", "score": "score.md", "dedup": "dedup.md",
     "filter": "filter.md", "balance": "balance.md", "export": "export.md", "stats": "stats.md",
-    "import": "import.md", "train-dfn": "dfn.md", "eval-dfn": "dfn.md", "run": "run.md",
+    "import": "import.md", "train-dfn": "dfn.md", "eval-dfn": "dfn.md", "run": "run.md", "eval": "eval.md",
 }
 SHARED = {"--help", "--pool", "-p", "--config", "-c", "--set", "--ray-address", "--rerun"}  # docs/config.md, run.md
 

@@ -17,13 +17,22 @@ from curate.evaluation.evalsets import EvalSample, write_evalset
 from curate.evaluation.run import run_eval
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter
-from curate.testing.synthetic import COLORS, SHAPES, encode, make_samples, mismatched_caption
+from curate.demo.web import draw_scene
+from curate.testing.synthetic import COLORS, SHAPES, ShapeSample, encode, make_samples, mismatched_caption
 from curate.uid import make_uid
 
 pytest.importorskip("open_clip")
 
 CLASSES = [f"{c} {s}" for c in COLORS for s in SHAPES]
 TEMPLATES = ["a photo of a {c}.", "a {c}."]
+
+
+def _scenes(n: int, seed: int) -> list[ShapeSample]:
+    """Shapes on cluttered backgrounds: plain-background shapes of one colour and kind are the same
+    picture to a perceptual hash, which the disjointness check would rightly refuse."""
+    rng = np.random.default_rng(seed + 1)
+    return [ShapeSample(s.color, s.shape, s.caption, draw_scene(s.color, s.shape, 64, rng))
+            for s in make_samples(n, seed=seed)]
 
 
 def _write_pool(root: Path, n: int = 384, seed: int = 0) -> dict[str, Any]:
@@ -35,7 +44,7 @@ def _write_pool(root: Path, n: int = 384, seed: int = 0) -> dict[str, Any]:
     for shard in range(2):
         sid = f"{shard:08d}"
         writer = ShardWriter(pool, sid)
-        for i, sample in enumerate(make_samples(per_shard, seed=seed * 100 + shard)):
+        for i, sample in enumerate(_scenes(per_shard, seed=seed * 100 + shard)):
             matched = i % 2 == 0
             caption = sample.caption if matched else mismatched_caption(sample, rng)
             url = f"http://127.0.0.1/{shard}/{i}.jpg"
@@ -57,7 +66,7 @@ def _write_pool(root: Path, n: int = 384, seed: int = 0) -> dict[str, Any]:
 
 def _write_evalset(root: Path, n: int = 96, seed: int = 500) -> Path:
     samples = []
-    for i, s in enumerate(make_samples(n, seed=seed)):
+    for i, s in enumerate(_scenes(n, seed=seed)):
         label = CLASSES.index(f"{s.color} {s.shape}")
         samples.append(EvalSample(key=f"e{i:05d}", image=encode(s.image, "PNG"), label=label, captions=[s.caption]))
     write_evalset(root, samples, CLASSES, TEMPLATES)
@@ -135,11 +144,11 @@ def test_overlapping_evalset_is_refused_before_training(world: dict[str, Any], t
     leaked = next(iter_shard_samples(pool, "00000000"))
     samples = [EvalSample(key="leak", image=leaked["image"], label=0, captions=["x"])]
     samples += [EvalSample(key=f"ok{i}", image=encode(s.image, "PNG"), label=1, captions=["y"])
-                for i, s in enumerate(make_samples(4, seed=777))]
+                for i, s in enumerate(_scenes(4, seed=777))]
     write_evalset(tmp_path / "leaky", samples, CLASSES, TEMPLATES)
     cfg = _config(world, "leak", ["clean"])
     cfg = cfg.model_copy(update={"evalsets": [str(tmp_path / "leaky")]})
-    with pytest.raises(ConfigError, match="overlaps the pool.*leak"):
+    with pytest.raises(ConfigError, match=r"overlaps the pool.*leak"):
         run_eval(cfg, quiet=True)
     assert not pool.exists("evals/leak/runs")
 
@@ -159,3 +168,25 @@ def test_missing_class_names_is_refused(world: dict[str, Any], tmp_path: Path) -
     with pytest.raises(ConfigError, match="class names"):
         run_eval(cfg, quiet=True)
     assert not world["pool"].exists("evals/nonames/runs")
+
+
+def test_html_report_gains_an_evaluation_section(world: dict[str, Any]) -> None:
+    from curate.stats.collect import evals_info
+    from curate.stats.html import _evaluation
+
+    if not world["pool"].exists(layout.eval_results("main")):
+        run_eval(_config(world, "main", ["clean"]), quiet=True)
+    evals = evals_info(world["pool"])
+    assert "main" in evals
+    page = _evaluation(evals)
+    assert page.count("<svg") == 2  # zero-shot top-1 and top-5 of the one evaluation set
+    assert "random-clean" in page and "verdict" in page
+
+
+def test_eval_command_needs_pool_subset_and_evalset(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    done = CliRunner().invoke(app, ["eval", "--pool", str(tmp_path)])
+    assert done.exit_code != 0 and "give --subset" in str(done.exception)

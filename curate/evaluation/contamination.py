@@ -118,5 +118,5 @@ def _clip_overlap(pool: Pool, evalset: Any, settings: Contamination, hits: list[
     close = np.flatnonzero(sims > clip.threshold)
     uids = table["uid"].to_pylist()
     hits += [f"{names[i]} ~ pool uid {uids[ids[i]]} (CLIP cosine {sims[i]:.3f})" for i in close[:3]]
-    return {"clip_threshold": clip.threshold, "clip_overlap": int(len(close)),
+    return {"clip_threshold": clip.threshold, "clip_overlap": len(close),
             "clip_nearest_max": float(sims.max()) if len(sims) else None}

@@ -96,7 +96,8 @@ def evaluate_model(model_dir: str, evalsets: list[Any], device: str) -> tuple[di
                 hits[f"{es.name}/{k}"] = np.asarray(arr, bool)
         if "retrieval" in es.tasks:
             rt = retrieval(clip, es)
-            for k, arr in rt.hits().items():
+            for k, arr in (("image_to_text_r1", rt.i2t_hit1), ("image_to_text_r5", rt.i2t_hit5),
+                           ("text_to_image_r1", rt.t2i_hit1), ("text_to_image_r5", rt.t2i_hit5)):
                 values[f"{es.name}/{k}"] = float(np.mean(arr)) * 100
                 hits[f"{es.name}/{k}"] = np.asarray(arr, bool)
     return values, hits
