@@ -40,8 +40,9 @@ def clean_caption(concept: Concept, rng: np.random.Generator) -> str:
 
 def filename_caption(concept: Concept, rng: np.random.Generator) -> str:
     n = int(rng.integers(100, 10000))
+    date = f"{2015 + n % 10}-{1 + n % 12:02d}-{1 + n % 28:02d}"
     forms = (f"IMG_{n:04d}.jpg", f"emoji_{concept.codepoint:x}.png", f"DSC{n:05d}.JPG", f"image-{n}.png",
-             f"{concept.hexcode}.svg", f"icon_{n}.png", f"Screenshot {2015 + n % 10}-{1 + n % 12:02d}-{1 + n % 28:02d}.png")
+             f"{concept.hexcode}.svg", f"icon_{n}.png", f"Screenshot {date}.png")
     return forms[int(rng.integers(len(forms)))]
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.emoji import vendors
+from curate.extras import require
 
 OTHER_LANGUAGES = ("es", "fr", "de", "it", "pt", "ru", "ja", "ko", "zh", "tr", "ar", "fa", "id")
 CONCEPT_STREAM = 0  # the seed's sub-stream that picks concepts; other uses of the seed take other streams
@@ -49,8 +50,7 @@ def _emoji_names(text: str, data: dict) -> tuple[tuple[str, str], ...]:
 
 @functools.lru_cache(maxsize=4)
 def _eligible(roots: tuple[str, ...], noto: str) -> tuple[Concept, ...]:
-    import emoji
-
+    emoji = require("emoji", "emoji", "naming emoji concepts in other languages")
     emoji.config.load_language(list(OTHER_LANGUAGES))
     openmoji = {e["hexcode"]: e for e in vendors.openmoji_data()}
     font = vendors.noto_font_object()

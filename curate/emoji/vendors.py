@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFont
 
 from curate.errors import ConfigError
+from curate.extras import require
 
 ASSETS_ENV = "CURATE_EMOJI_ASSETS"  # the npm prefix holding node_modules/openmoji and node_modules/@twemoji/svg
 NOTO_ENV = "CURATE_EMOJI_NOTO_FONT"  # path of NotoColorEmoji.ttf
@@ -80,7 +81,7 @@ def vendor_version(vendor: str) -> str:
 
 
 def svg_path(vendor: str, codepoint: int) -> Path:
-    package, svg_sub = _NPM[vendor]
+    svg_sub = _NPM[vendor][1]
     # OpenMoji names files by upper-case hex, Twemoji by lower-case hex (both without FE0F for one codepoint).
     name = f"{codepoint:04X}.svg" if vendor == "openmoji" else f"{codepoint:x}.svg"
     return package_dir(vendor) / svg_sub / name
@@ -121,10 +122,7 @@ def _fit(img: Image.Image, size: int) -> Image.Image:
 
 
 def _render_svg(path: Path, size: int) -> Image.Image:
-    try:
-        import resvg_py
-    except ImportError as exc:
-        raise ConfigError("resvg-py is not installed: pip install -e '.[dev]' (it rasterises the emoji SVGs)") from exc
+    resvg_py = require("resvg_py", "emoji", "rasterising emoji SVGs")
     side = round(size * 1.25)  # rendered larger, then cropped to the artwork and fitted
     png = resvg_py.svg_to_bytes(svg_path=str(path), width=side, height=side, skip_system_fonts=True)
     return _fit(Image.open(io.BytesIO(bytes(png))), size)
