@@ -24,7 +24,8 @@ from curate.emoji.phash import HashIndex, phash_of
 from curate.emoji.vendors import POOL_VENDORS, load_artwork
 
 WEB_STREAM = 1
-MIN_DISTANCE = 12  # bits between any two images that are not planted copies (the demo's dedup uses 4)
+MIN_DISTANCE = 10  # bits between any two images that are not planted copies: the demo's dedup uses 4, and
+# the download stage's resize and re-encoding move a hash by a few bits
 NEAR_DISTANCE = 4  # at most this many bits between a planted near copy and its source
 MAX_REDRAWS = 50
 CAPTION_KINDS = ("mismatched_caption", "wrong_page_caption", "filename_caption", "generic_caption",
