@@ -183,6 +183,10 @@ def test_evalset_format_and_disjoint_from_pool(web, cache, tmp_path) -> None:
         body = members[f"{key}.png"]
         assert _decode(body).size == (128, 128) and body not in pool_bodies
         assert int(np.bitwise_count(pool_hashes ^ np.uint64(phash_of(body))).min()) > 4
+    # The same draws with another vendor's artwork differ: the images show the eval vendor's drawings.
+    twemoji = write_emoji_evalset(tmp_path / "tw", CONCEPTS, 4, SEED, vendor="twemoji", cache_dir=cache)
+    pool_style = _tar_members(twemoji)
+    assert all(pool_style[f"{k}.png"] != members[f"{k}.png"] for k in keys)
 
 
 def test_clean_pairs_load_for_the_dfn_and_differ_from_the_pool(web, cache, tmp_path) -> None:

@@ -115,12 +115,12 @@ def _draw(art: Image.Image, kind: str, size: int, rng: np.random.Generator) -> I
 
 def _near_copy(body: bytes, rng: np.random.Generator, attempt: int) -> bytes:
     img = Image.open(io.BytesIO(body)).convert("RGB")
-    low = 0.7 + 0.02 * min(attempt, 10)  # milder each time the copy lands too far from its source
-    scale = rng.uniform(low, 0.95)
+    mild = min(attempt, 10) / 10  # milder each time the copy lands too far from its source
+    scale = rng.uniform(0.7 + 0.25 * mild, 0.95)
     w, h = img.size
     img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=int(rng.integers(60 + 3 * min(attempt, 10), 90)))
+    img.save(buf, "JPEG", quality=int(rng.integers(60 + 30 * mild, 91)))
     return buf.getvalue()
 
 
