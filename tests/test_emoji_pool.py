@@ -155,11 +155,27 @@ def test_images_decode_and_show_the_artwork(web, cache) -> None:
             assert (a[..., 3] > 128).mean() > 0.1  # a drawing, not an empty canvas
             assert len(np.unique(a[a[..., 3] > 128][:, :3] // 32, axis=0)) >= 2
         assert not np.array_equal(arrays[0], arrays[1]) and not np.array_equal(arrays[1], arrays[2])
-    # The composited image differs from the same draw with a transparent picture exactly by the artwork.
-    art = rasters["openmoji"][emojis[0]]
-    with_art = np.asarray(composite(art, 128, 128, np.random.default_rng(1)), np.int16)
-    blank = np.asarray(composite(Image.new("RGBA", art.size), 128, 128, np.random.default_rng(1)), np.int16)
-    assert (np.abs(with_art - blank).max(axis=2) > 30).mean() > 0.05
+    # A composite shows the artwork's main colours where the same draw with a transparent picture does not.
+    shown = []
+    for seed, emoji in enumerate(emojis):
+        art = np.asarray(rasters["twemoji"][emoji]).astype(np.int32)
+        colours = art[art[..., 3] == 255][:, :3]
+        # Neither dark outlines (a drop shadow could match them) nor whites (a light background could).
+        colours = colours[(colours.sum(axis=1) > 150) & (colours.sum(axis=1) < 690)] // 8
+        codes, counts = np.unique(colours[:, 0] * 1024 + colours[:, 1] * 32 + colours[:, 2], return_counts=True)
+        top = np.argsort(-counts)[:4]
+        palette = codes[top]
+        # The artwork is scaled to at least 0.35 of the side (1/8 of its area), a little may be off-frame.
+        expected = 0.05 * counts[top].sum() / (art.shape[0] * art.shape[1])
+
+        def share(img: Image.Image, palette=palette) -> float:
+            q = np.asarray(img, np.int32) // 8
+            return float(np.isin(q[..., 0] * 1024 + q[..., 1] * 32 + q[..., 2], palette).mean())
+
+        drawn = composite(rasters["twemoji"][emoji], 128, 128, np.random.default_rng(seed))
+        blank = composite(Image.new("RGBA", (128, 128)), 128, 128, np.random.default_rng(seed))
+        shown.append(share(drawn) - share(blank) > expected)
+    assert all(shown), shown
 
 
 def test_evalset_format_and_disjoint_from_pool(web, cache, tmp_path) -> None:
