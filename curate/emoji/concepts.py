@@ -83,8 +83,9 @@ def _eligible(roots: tuple[str, ...], noto: str) -> tuple[Concept, ...]:
 
 def eligible_concepts() -> list[Concept]:
     """Every single-codepoint, fully-qualified emoji that OpenMoji, Twemoji and Noto all draw, by codepoint."""
+    noto = str(vendors.noto_font())
     roots = tuple(str(vendors.package_dir(v)) for v in vendors.POOL_VENDORS)
-    return list(_eligible(roots, str(vendors.noto_font())))
+    return list(_eligible(roots, noto))
 
 
 def choose_concepts(n: int | None, seed: int) -> list[Concept]:
