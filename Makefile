@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 HERMETIC := scripts/hermetic.sh
 
-.PHONY: install demo test lint bench clean-demo system-deps reliability-doc config-doc
+.PHONY: install demo test lint bench clean-demo system-deps emoji-assets reliability-doc config-doc
 
 install: $(STAMP)
 
@@ -23,10 +23,14 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash scripts/system_deps.sh
 
-demo: install
+# Emoji artwork for the real-pixel pool (curate.emoji): npm packages and a Debian font.
+emoji-assets:
+	@VENV=$(VENV) bash scripts/emoji_assets.sh
+
+demo: install emoji-assets
 	$(HERMETIC) $(PY) -m curate.demo
 
-test: install system-deps
+test: install system-deps emoji-assets
 	$(VENV)/bin/ruff check curate tests benchmarks
 	$(HERMETIC) $(PY) -m pytest $(PYTEST_ARGS)
 
