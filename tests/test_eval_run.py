@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 
 from curate import layout
+from curate.demo.web import draw_scene
 from curate.errors import ConfigError
 from curate.evaluation.config import EvalConfig
 from curate.evaluation.evalsets import EvalSample, write_evalset
 from curate.evaluation.run import run_eval
 from curate.pool import Pool
 from curate.shards import SampleRow, ShardWriter
-from curate.demo.web import draw_scene
 from curate.testing.synthetic import COLORS, SHAPES, ShapeSample, encode, make_samples, mismatched_caption
 from curate.uid import make_uid
 

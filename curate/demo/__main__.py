@@ -4,7 +4,11 @@
    serve it on 127.0.0.1; describe its pages as Common Crawl WAT files.
 2. Train a small DFN on a separate clean set (curate train-dfn's code path).
 3. Run pipelines/demo.yaml: ingest → download → score → dedup → filter → balance → export → stats.
-4. Check which planted problems were caught, write reports/planted.json, print where everything is.
+4. Check which planted problems were caught, write reports/planted.json.
+5. Real pixels (curate.demo.emoji): curate a web of emoji artwork with pipelines/emoji.yaml and
+   measure the curated subset with `curate eval` against a random subset of the same size and the
+   whole pool (tiny CLIPs at equal compute, several seeds, zero-shot on another vendor's artwork).
+6. Print where everything is.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dfn-steps", type=int, default=300)
     parser.add_argument("--wat-files", type=int, default=4)
     parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--emoji-concepts", type=int, default=40, help="emoji concepts (zero-shot classes)")
+    parser.add_argument("--emoji-links", type=int, default=60, help="image links per emoji concept")
+    parser.add_argument("--eval-seeds", type=int, default=3, help="training seeds per arm of the evaluation")
+    parser.add_argument("--no-eval", action="store_true", help="skip the real-pixel pool and its evaluation")
     args = parser.parse_args(argv)
     started = time.time()
     out = Path(args.out)
@@ -109,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     from curate.stats import run as run_stats
 
     run_stats(pool, cfg.stats, ray_address=args.ray_address, rerun=True, quiet=True)
+    emoji = None
+    if not args.no_eval:
+        from curate.demo.emoji import run_emoji_demo
+
+        emoji = run_emoji_demo(out / "emoji", concepts=args.emoji_concepts, per_concept=args.emoji_links, seed=0,
+                               seeds=args.eval_seeds, dfn_steps=args.dfn_steps, eval_per_concept=10,
+                               ray_address=args.ray_address)
     export_dir = Path(cfg.pool) / "exports" / cfg.export.name
     console.print(f"\n[bold]demo finished in {time.time() - started:.0f}s[/bold]")
     console.print(f"  pool:                 {Path(cfg.pool).resolve()}")
@@ -118,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"  curated Parquet:      {(export_dir / 'metadata').resolve()}")
     console.print(f"  HTML report:          {(Path(cfg.pool) / 'reports' / 'index.html').resolve()}")
     console.print(f"  planted problems:     {(Path(cfg.pool) / 'reports' / 'planted.json').resolve()}")
+    if emoji is not None:
+        epool = Path(emoji["pool"])
+        console.print(f"  emoji pool:           {epool.resolve()}")
+        console.print(f"  emoji evaluation:     {(epool / 'evals' / 'emoji' / 'results.json').resolve()}")
+        console.print(f"  emoji HTML report:    {(epool / 'reports' / 'index.html').resolve()}")
+        for c in emoji["eval"]["headline"]:
+            console.print(f"  [bold]{c['arm']} vs {c['against']}[/bold]: {c['verdict']}")
     return 0
 
 
