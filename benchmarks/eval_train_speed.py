@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,10 +67,12 @@ def child_curate(a: argparse.Namespace) -> dict[str, Any]:
 
     per_epoch = a.pairs // a.batch_size
     stamps: list[float] = []
+    cpu: list[float] = []
 
     def log(line: str) -> None:
         if line.startswith("step "):
             stamps.append(time.perf_counter())
+            cpu.append(time.process_time())
 
     cfg = DFNTrainConfig.model_validate({
         "data": {"kind": "webdataset", "urls": [a.data]},
@@ -85,7 +88,7 @@ def child_curate(a: argparse.Namespace) -> dict[str, Any]:
     # what train_dfn(cfg) runs for backend local, with a log callback that stamps each step's line
     summary = run_training(cfg, log=log)
     wall = time.perf_counter() - t0
-    return {"stamps": stamps, "wall_s": wall, "samples_seen": summary["counts"]["samples"],
+    return {"stamps": stamps, "cpu": cpu, "wall_s": wall, "samples_seen": summary["counts"]["samples"],
             "steps": summary["step"], "final_loss": summary["final_loss"]}
 
 
@@ -93,12 +96,16 @@ class _StepStamps(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.stamps: list[float] = []
+        self.cpu: list[float] = []
+        self.data_wait: list[float] = []  # per step: the meters reset after each log line
         self.last = ""
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if msg.startswith("Train Epoch:"):
             self.stamps.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+            self.data_wait.append(float(msg.split("Data (t): ", 1)[1].split()[0]))
             self.last = msg
 
 
@@ -134,7 +141,10 @@ def child_open_clip(a: argparse.Namespace) -> dict[str, Any]:
     oc_main(argv)
     wall = time.perf_counter() - t0
     steps = len(handler.stamps)
-    return {"stamps": handler.stamps, "wall_s": wall, "samples_seen": steps * a.batch_size, "steps": steps,
+    steady = slice(a.warmup_steps + 1, None)
+    wait = sum(handler.data_wait[steady]) / max(1e-9, handler.stamps[-1] - handler.stamps[a.warmup_steps])
+    return {"stamps": handler.stamps, "cpu": handler.cpu, "wall_s": wall, "data_wait_share": wait,
+            "samples_seen": steps * a.batch_size, "steps": steps,
             "final_loss": float(handler.last.rsplit("Loss: ", 1)[1].split()[0]) if steps else None}
 
 
@@ -146,16 +156,20 @@ def run_child(arm: str, data: Path, out: Path, a: argparse.Namespace) -> dict[st
            "--workers", str(a.workers), "--threads", str(a.threads), "--lr-warmup", str(a.lr_warmup),
            "--seed", str(a.seed)]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    t0 = time.perf_counter()
+    t0, ru0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     process_s = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"{arm} run failed (exit {proc.returncode})")
     res = json.loads(lines[-1][len(RESULT_TAG):])
     res["rate"], res["counted_steps"] = steady_rate(res.pop("stamps"), a.batch_size, a.warmup_steps)
-    res["process_s"] = process_s
+    cpu = res.pop("cpu")
+    res["main_cpu_ms_per_step"] = 1000 * (cpu[-1] - cpu[a.warmup_steps]) / res["counted_steps"]
+    res["process_s"], res["process_cpu_s"] = process_s, cpu_s
     return res
 
 
@@ -207,8 +221,11 @@ def main() -> None:
                 res = run_child(arm, root / "shards", root / f"{arm}-{r}", a)
                 runs[arm].append(res)
                 print(f"  repeat {r + 1} {arm}: {res['rate']:.1f} samples/s steady, wall {res['wall_s']:.1f} s, "
-                      f"{res['samples_seen']} samples in {res['steps']} steps, final loss {res['final_loss']:.3f}",
-                      flush=True)
+                      f"{res['samples_seen']} samples in {res['steps']} steps, final loss {res['final_loss']:.3f}, "
+                      f"main process CPU {res['main_cpu_ms_per_step']:.0f} ms/step, CPU of the whole child "
+                      f"(imports, loader workers, setup) {res['process_cpu_s']:.1f} s"
+                      + (f", main process waiting for data {100 * res['data_wait_share']:.0f}% of the steady time"
+                         if "data_wait_share" in res else ""), flush=True)
     load = os.getloadavg()
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), no GPU used; "
           f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min). Shared machine: "
