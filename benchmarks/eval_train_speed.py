@@ -247,11 +247,18 @@ def main() -> None:
               f"{statistics.median(r['final_loss'] for r in rs):.3f} |")
     ratio = med["curate"]["rate"] / med["open_clip_train"]["rate"]
     wall_ratio = med["open_clip_train"]["wall"] / med["curate"]["wall"]
-    print(f"curate / open_clip_train steady samples/s: {ratio:.2f}x (goal >= 0.9x); "
+    # the two runs of one repeat are back to back, so their ratio sees the least load drift
+    paired = [c["rate"] / o["rate"] for c, o in zip(runs["curate"], runs["open_clip_train"], strict=True)]
+    cpu_ms = {arm: statistics.median(r["main_cpu_ms_per_step"] for r in runs[arm]) for arm in ARMS}
+    print(f"curate / open_clip_train steady samples/s: {ratio:.2f}x of the medians (goal >= 0.9x); "
+          f"within each repeat {', '.join(f'{x:.2f}' for x in paired)}, median {statistics.median(paired):.2f}x; "
           f"wall-time speed ratio (open_clip wall / curate wall): {wall_ratio:.2f}x")
+    print(f"training process CPU per step (median, load-independent-ish): open_clip_train "
+          f"{cpu_ms['open_clip_train']:.0f} ms, curate {cpu_ms['curate']:.0f} ms")
     if a.json:
         a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "runs": runs,
-                                      "ratio": ratio, "wall_ratio": wall_ratio, "cpu": cpu_model()}, indent=2))
+                                      "ratio": ratio, "paired_ratios": paired, "wall_ratio": wall_ratio,
+                                      "cpu": cpu_model()}, indent=2))
 
 
 if __name__ == "__main__":
