@@ -15,8 +15,17 @@ of the last step). That excludes data loading, model construction, the loaders' 
 the final checkpoint / model save, and includes any mid-run checkpoint for both arms alike.
 Wall time is the training call from start to return (curate: read the shards into memory, build,
 train, checkpoints, final hf-hub model dir; open_clip: build, stream the shards, train, checkpoints).
+Also printed, to tell the loop from its data pipeline: the training process's own CPU time per step
+(excludes loader workers), open_clip's share of steady time spent waiting for a batch (its
+"Data (t)"), and each arm's data pipeline timed alone in one process (--pipeline-repeats).
 
-    .venv/bin/python benchmarks/eval_train_speed.py --pairs 4096 --batch-size 64 --repeats 3
+Differences that are not equalised: open_clip_train trains on its augmenting transform
+(RandomResizedCrop, scale 0.9-1) and a sample shuffle buffer, curate on the deterministic eval
+transform (Resize + CenterCrop) in a (seed, step)-determined order (exact resume needs both);
+open_clip tokenizes per sample in the worker, curate per batch in the collate; curate reads the
+shards into memory before its loop, open_clip streams them. Neither loss curve is expected to match.
+
+    .venv/bin/python benchmarks/eval_train_speed.py --pairs 4096 --batch-size 64 --repeats 5
     .venv/bin/python benchmarks/eval_train_speed.py --quick
 """
 
@@ -109,13 +118,11 @@ class _StepStamps(logging.Handler):
             self.last = msg
 
 
-def child_open_clip(a: argparse.Namespace) -> dict[str, Any]:
+def patch_open_clip_train() -> None:
     import functools
 
     import open_clip_train.data
-    import torch
     import webdataset.tariterators
-    from open_clip_train.main import main as oc_main
 
     from curate.models.tiny import register_tiny_configs
 
@@ -124,10 +131,21 @@ def child_open_clip(a: argparse.Namespace) -> dict[str, Any]:
     open_clip_train.data.tar_file_expander = functools.partial(webdataset.tariterators.tar_file_expander,
                                                                eof_value=None)
     register_tiny_configs()  # open_clip_train has no option for a config dir; register in-process
-    torch.set_num_threads(a.threads)
-    shards = sorted(Path(a.data).glob("*.tar"))
+
+
+def shard_urls(data: str) -> str:
+    shards = sorted(Path(data).glob("*.tar"))
     # brace notation, as open_clip_train expects for a shard list
-    urls = str(Path(a.data) / f"{{{shards[0].stem}..{shards[-1].stem}}}.tar")
+    return str(Path(data) / f"{{{shards[0].stem}..{shards[-1].stem}}}.tar")
+
+
+def child_open_clip(a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from open_clip_train.main import main as oc_main
+
+    patch_open_clip_train()
+    torch.set_num_threads(a.threads)
+    urls = shard_urls(a.data)
     handler = _StepStamps()
     logging.root.addHandler(handler)
     argv = ["--train-data", urls, "--dataset-type", "webdataset", "--train-num-samples", str(a.pairs),
@@ -146,6 +164,49 @@ def child_open_clip(a: argparse.Namespace) -> dict[str, Any]:
     return {"stamps": handler.stamps, "cpu": handler.cpu, "wall_s": wall, "data_wait_share": wait,
             "samples_seen": steps * a.batch_size, "steps": steps,
             "final_loss": float(handler.last.rsplit("Loss: ", 1)[1].split()[0]) if steps else None}
+
+
+def time_pipelines(data: Path, a: argparse.Namespace, curate_first: bool) -> dict[str, float]:
+    """samples/s of each arm's data pipeline alone (decode, preprocess, tokenize, batch), in this
+    process without workers and with one torch thread: the per-worker cost the training runs pay."""
+    import open_clip
+    import torch
+    from open_clip_train.data import get_wds_dataset
+
+    from curate.dfn.config import ModelStart
+    from curate.dfn.data import read_webdataset
+    from curate.dfn.loader import PairDataset, StepBatchSampler, make_loader
+    from curate.dfn.model import build_starting_model
+
+    patch_open_clip_train()
+    torch.set_num_threads(1)
+    _, train_tf, _ = open_clip.create_model_and_transforms("curate-tiny")  # what open_clip_train uses
+    start = build_starting_model(ModelStart(name="curate-tiny", from_scratch=True))  # what curate uses
+    ns = argparse.Namespace(train_data=shard_urls(str(data)), train_num_samples=a.pairs, dataset_resampled=False,
+                            train_data_upsampling_factors=None, seed=a.seed, batch_size=a.batch_size,
+                            world_size=1, workers=0)
+    pairs = read_webdataset([str(data)])  # curate holds the set in memory before training; not timed here
+
+    def open_clip_rate() -> float:
+        t0, n = time.perf_counter(), 0
+        for images, _ in get_wds_dataset(ns, train_tf, True, tokenizer=start.tokenizer).dataloader:
+            n += images.shape[0]
+        return n / (time.perf_counter() - t0)
+
+    def curate_rate() -> float:
+        t0, n = time.perf_counter(), 0
+        loader = make_loader(PairDataset(pairs.table, start.preprocess),
+                             StepBatchSampler(len(pairs), a.batch_size, a.seed, 0, a.pairs // a.batch_size),
+                             start.tokenizer, 0)
+        for batch in loader:
+            n += batch["images"].shape[0]
+        return n / (time.perf_counter() - t0)
+
+    if curate_first:
+        cur = curate_rate()
+        return {"open_clip_train": open_clip_rate(), "curate": cur}
+    oc = open_clip_rate()
+    return {"open_clip_train": oc, "curate": curate_rate()}
 
 
 # ---------------------------------------------------------------- parent
@@ -186,6 +247,8 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the steady-state rate")
     ap.add_argument("--repeats", type=int, default=3, help="runs per arm, alternating order")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pipeline-repeats", type=int, default=2,
+                    help="also time each arm's data pipeline alone (no training), this many times; 0: skip")
     ap.add_argument("--quick", action="store_true", help="small check: 1,024 pairs, 1 repeat")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
@@ -226,6 +289,11 @@ def main() -> None:
                       f"(imports, loader workers, setup) {res['process_cpu_s']:.1f} s"
                       + (f", main process waiting for data {100 * res['data_wait_share']:.0f}% of the steady time"
                          if "data_wait_share" in res else ""), flush=True)
+        pipes: list[dict[str, float]] = []
+        for r in range(a.pipeline_repeats):
+            pipes.append(time_pipelines(root / "shards", a, curate_first=r % 2 == 1))
+            print(f"  data pipeline alone, repeat {r + 1}: "
+                  + ", ".join(f"{arm} {rate:.0f} samples/s" for arm, rate in pipes[-1].items()), flush=True)
     load = os.getloadavg()
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), no GPU used; "
           f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min). Shared machine: "
@@ -255,9 +323,13 @@ def main() -> None:
           f"wall-time speed ratio (open_clip wall / curate wall): {wall_ratio:.2f}x")
     print(f"training process CPU per step (median, load-independent-ish): open_clip_train "
           f"{cpu_ms['open_clip_train']:.0f} ms, curate {cpu_ms['curate']:.0f} ms")
+    if pipes:
+        print("data pipeline alone, 1 process, no workers (median): " + ", ".join(
+            f"{arm} {statistics.median(p[arm] for p in pipes):.0f} samples/s" for arm in ARMS))
     if a.json:
         a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "runs": runs,
                                       "ratio": ratio, "paired_ratios": paired, "wall_ratio": wall_ratio,
+                                      "pipelines": pipes,
                                       "cpu": cpu_model()}, indent=2))
 
 
