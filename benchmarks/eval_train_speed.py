@@ -261,9 +261,10 @@ def main() -> None:
         return
     if a.quick:
         a.pairs, a.repeats, a.per_shard = 1024, 1, 256
-    if a.pairs % a.batch_size:
-        raise SystemExit("--pairs must be a multiple of --batch-size (open_clip_train rounds the epoch up, "
-                         "curate drops the partial batch; equal sample counts need no remainder)")
+    if a.pairs % a.batch_size or (a.pairs // a.batch_size) % max(1, a.workers):
+        raise SystemExit("--pairs must be a multiple of --batch-size x --workers (open_clip_train rounds the "
+                         "epoch up to whole batches per worker, curate drops a partial batch; equal sample "
+                         "counts need no remainder)")
     shards = -(-a.pairs // a.per_shard)
     if shards < a.workers:
         raise SystemExit(f"{shards} shards for {a.workers} workers: open_clip_train needs shards >= workers")
