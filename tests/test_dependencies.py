@@ -21,7 +21,7 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-USER_EXTRAS = ("models", "dedup", "gpu", "s3", "gcs")  # what a user installs; dev is for the suite
+USER_EXTRAS = ("models", "dedup", "emoji", "gpu", "s3", "gcs")  # what a user installs; dev is for the suite
 # Pins whose package is loaded by another package rather than imported by name.
 NOT_IMPORTED = {
     "s3fs": "fsspec loads it for s3:// URLs",

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from curate.extras import require
+
 # (low, high) word counts, inclusive; the rows of the measured tables in docs/score.md.
 LENGTH_BINS: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10))
 
@@ -56,7 +58,9 @@ LANG_WORDS: dict[str, tuple[str, str, str, bool]] = {
     "ja": ("絵文字", "アイコン", "と", True),
     "zh": ("表情符号", "图标", "和", True),
 }
-OTHER_TEMPLATES: tuple[str, ...] = ("{n}", "{n} {E}", "{E} {n}", "{n} {I}", "{I} {n}", "{n} {and} {m}", "{E} {n} {and} {m}")
+OTHER_TEMPLATES: tuple[str, ...] = (
+    "{n}", "{n} {E}", "{E} {n}", "{n} {I}", "{I} {n}", "{n} {and} {m}", "{E} {n} {and} {m}",
+)
 
 _SKIN_TONES = range(0x1F3FB, 0x1F400)
 _WORD = re.compile(r"[^\W\d_]+")
@@ -86,7 +90,7 @@ def _clean(name: str) -> str:
 
 
 def _emoji_names(split: Literal["tune", "eval", "all"]) -> list[dict[str, str | list[str]]]:
-    import emoji
+    emoji = require("emoji", "emoji", "the multilingual caption benchmark")
 
     for lang in LANG_WORDS:
         emoji.config.load_language(lang)  # the package loads non-English names on demand
@@ -106,7 +110,7 @@ def _emoji_names(split: Literal["tune", "eval", "all"]) -> list[dict[str, str | 
 
 
 def _iso_names() -> list[dict[str, str]]:
-    """Country names (common and official) in English and the LANG_WORDS languages, where Debian's iso-codes has them."""
+    """Country names (common and official) in English and the LANG_WORDS languages, from Debian's iso-codes."""
     import gettext
     import json
 
@@ -200,7 +204,7 @@ def benchmark(
         by_bin: dict[str, list[BenchCaption]] = {}
         for caption in dict.fromkeys(side):  # drop repeats, keep order
             by_bin.setdefault(length_bin(caption.words), []).append(caption)
-        for low, high in LENGTH_BINS:
+        for low, _ in LENGTH_BINS:
             pool = by_bin.get(length_bin(low), [])
             out += rng.sample(pool, min(per_bin, len(pool)))
     return out
