@@ -6,8 +6,8 @@ Tunes the lenient rule's p (lang_score below which a non-English top label is no
 (lang_en_score at or above which such a caption stays) on seed 0 of the benchmark's "tune" half,
 then measures every rule on seed 1 of the "eval" half (emoji the tuning never saw). Prints markdown
 tables: for each length bin, the share of English captions kept and of non-English ones removed.
-With pycld2 importable (`pip install pycld2==0.42`; not a curate dependency), also a second opinion: the lenient rule, and drop when CLD2 names a language
-other than English.
+With pycld2 importable (`pip install pycld2==0.42`; not a curate dependency), also a second
+opinion: the lenient rule, and drop when CLD2 names a language other than English.
 """
 
 from __future__ import annotations
