@@ -6,7 +6,7 @@ EMOJI_DATA put into the templates emoji and icon sites caption their images with
 the package's other languages (es ja ko pt it fr de fa id zh ru tr ar; Unicode CLDR annotations),
 bare or with that language's word for "emoji" / "icon" / "and". Optionally (`iso_codes=True`) the
 English and translated country names of Debian's iso-codes (LGPL-2.1+, read from the system at run
-time, nothing copied into curate) join both sides.
+time, nothing copied into curate) join both sides; they are not split into halves.
 
 Every caption has 1 to 10 words (`len(text.split())`, DataComp's count) and is drawn so that each
 length bin of LENGTH_BINS holds `per_bin` captions of each side. A non-English caption made only of
