@@ -48,11 +48,15 @@ def _top(scores: pd.Series, fraction: float) -> float:
 
 def _reference(df: pd.DataFrame, name: str) -> set[str]:
     short = np.minimum(df.original_width, df.original_height)
-    basic = ((df.lang == "en") & (df.caption_num_words > 2) & (df.caption_num_chars > 5) & (short >= 200)
-             & (np.maximum(df.original_width, df.original_height) / short <= 3))
+    captions_and_images = ((df.caption_num_words > 2) & (df.caption_num_chars > 5) & (short >= 200)
+                           & (np.maximum(df.original_width, df.original_height) / short <= 3))
+    basic = (df.lang == "en") & captions_and_images
+    lenient = (df.lang == "en") | ((df.lang_score < np.float32(0.35)) & (df.lang_en_score >= np.float32(0.03)))
     masks = {
         "no_filter": np.ones(len(df), bool),
         "datacomp_basic": basic,
+        "english_lenient": lenient,
+        "curate_basic": lenient & captions_and_images,
         "clip_b32_threshold": df.clip_b32_similarity_score >= np.float32(0.25),
         "clip_l14_top30": df.clip_l14_similarity_score >= _top(df.clip_l14_similarity_score, 0.3),
         "laion2b_fasttext": (df.lang == "en") & (df.clip_b32_similarity_score >= np.float32(0.28)),

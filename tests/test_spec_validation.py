@@ -114,7 +114,7 @@ def test_pool_checks_name_columns_types_and_dedup(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{spec}:3: conditions[0].column: unknown column 'clip_l14_similarity_score'; "
                                "columns that exist: caption, caption_fasttext_tokens, caption_num_chars, "
                                "caption_num_words, "
-                               "clip_b32_similarity_score, height, lang, lang_score,")
+                               "clip_b32_similarity_score, height, lang, lang_en_score, lang_score,")
     assert lines[1] == f"{spec}:4: conditions[1].gt: gt needs a numeric column; 'lang' is string"
     assert lines[2] == f"{spec}:5: conditions[2].eq: expected string value(s) for column 'lang' (string), got 1"
     assert lines[3] == (f"{spec}:6: conditions[3].not_duplicate: no dedup table dedup/phash.parquet in the pool; "

