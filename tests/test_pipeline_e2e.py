@@ -206,8 +206,9 @@ def test_killed_ray_worker_is_retried(reference, small_web, tiny_clip_dir, tmp_p
 
 def test_demo_catches_every_planted_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "curate.demo", "--out", str(tmp_path / "demo"), "--clean", "240",
-                           "--dfn-steps", "150", "--wat-files", "2"], capture_output=True, text=True, timeout=900,
-                          cwd=REPO)
+                           "--dfn-steps", "150", "--wat-files", "2", "--emoji-concepts", "8", "--emoji-links", "24",
+                           "--eval-seeds", "2", "--eval-samples-seen", "1024"], capture_output=True, text=True,
+                          timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "demo" / "pool" / "reports" / "planted.json").read_text())
     kinds = {r["kind"]: r for r in report["kinds"]}
@@ -224,3 +225,14 @@ def test_demo_catches_every_planted_problem(tmp_path):
     html = (tmp_path / "demo" / "pool" / "reports" / "index.html").read_text()
     assert "Planted problems" in html
     assert "HTML report:" in proc.stderr
+    # The real-pixel half: the emoji pool curated, its noise accounted for, and the subset evaluated.
+    emoji = tmp_path / "demo" / "emoji" / "pool"
+    noise = json.loads((emoji / "reports" / "noise.json").read_text())
+    rows = {r["kind"]: r for r in noise["kinds"]}
+    assert rows["tiny_image"]["kept"] == rows["extreme_aspect"]["kept"] == 0  # the size and aspect rules
+    assert noise["noise_share_kept"] < noise["noise_share_downloaded"]
+    results = json.loads((emoji / "evals" / "emoji" / "results.json").read_text())
+    assert set(results["arms"]) == {"emoji", "random-emoji", "pool"}
+    assert {c["against"] for c in results["headline"]} == {"random-emoji", "pool"}
+    assert "Evaluation" in (emoji / "reports" / "index.html").read_text()
+    assert "emoji vs random-emoji" in proc.stderr

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emoji-concepts", type=int, default=40, help="emoji concepts (zero-shot classes)")
     parser.add_argument("--emoji-links", type=int, default=60, help="image links per emoji concept")
     parser.add_argument("--eval-seeds", type=int, default=3, help="training seeds per arm of the evaluation")
+    parser.add_argument("--eval-samples-seen", type=int, default=None,
+                        help="samples seen per training run (default: the tiny preset's)")
     parser.add_argument("--no-eval", action="store_true", help="skip the real-pixel pool and its evaluation")
     args = parser.parse_args(argv)
     started = time.time()
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
         emoji = run_emoji_demo(out / "emoji", concepts=args.emoji_concepts, per_concept=args.emoji_links, seed=0,
                                seeds=args.eval_seeds, dfn_steps=args.dfn_steps, eval_per_concept=10,
-                               ray_address=args.ray_address)
+                               samples_seen=args.eval_samples_seen, ray_address=args.ray_address)
     export_dir = Path(cfg.pool) / "exports" / cfg.export.name
     console.print(f"\n[bold]demo finished in {time.time() - started:.0f}s[/bold]")
     console.print(f"  pool:                 {Path(cfg.pool).resolve()}")
