@@ -38,6 +38,7 @@ from curate.stages.filter.columns import ColumnCatalog, load_shard_columns, read
 from curate.stages.filter.evaluate import (
     EvalContext,
     Evaluator,
+    band_rows,
     combine,
     dedup_methods,
     fraction_columns,
@@ -134,23 +135,48 @@ def _gather(ctx: StageContext, name: str, fn: Any, shards: list[str], settings: 
     return {k: [part[k] for part in parts] for k in which}
 
 
+def gather_band_shard(pool: Pool, shard_id: str, bands: dict[int, quantiles.Band],
+                      settings: FilterSettings) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """One shard's best rows inside each count cut's band (the tie pass of top_count/bottom_count)."""
+    table, _ = load_shard_columns(pool, shard_id, fraction_columns(settings.spec, list(bands)), settings.sources)
+    return band_rows(settings.spec, settings.ctx, table, bands)
+
+
 def compute_cutoffs(ctx: StageContext, shards: list[str], settings: FilterSettings) -> dict[int, quantiles.Cutoff]:
-    """Resolve every fraction's cut-off; `within: survivors` ones wait for the cut-offs before them."""
+    """Resolve every rank cut's cut-off; `within: survivors` ones wait for the cut-offs before them.
+    A count cut whose count-th best value is not the last of the population takes one more pass, in
+    which each shard returns its best rows at that value (or approximate bin) with their uids."""
     fractions = fraction_conditions(settings.spec)
     deps = fraction_dependencies(settings.spec)
     cutoffs = settings.ctx.cutoffs
     while len(cutoffs) < len(fractions):
         ready = [k for k in range(len(fractions)) if k not in cutoffs and deps[k] <= set(cutoffs)]
         parts = _gather(ctx, "cutoffs", gather_shard, shards, settings, ready, "cut-offs")
+        bands: dict[int, quantiles.Band] = {}
+        populations: dict[int, int] = {}
         for k in ready:
             cond = fractions[k]
-            top = cond.op == "top_fraction"
+            top = cond.op.startswith("top_")
             if settings.approximate:
                 counts = np.sum(parts[k], axis=0) if parts[k] else np.zeros(quantiles.BINS + 1, np.int64)
-                cutoffs[k] = quantiles.approximate_cutoff(counts, cond.value, top)
+                populations[k] = int(counts.sum())
+                cut = (quantiles.approximate_band(counts, cond.value, top) if cond.is_count
+                       else quantiles.approximate_cutoff(counts, cond.value, top))
             else:
                 values = np.concatenate(parts[k]) if parts[k] else np.empty(0)
-                cutoffs[k] = quantiles.exact_cutoff(values, cond.value, top)
+                populations[k] = len(values)
+                cut = (quantiles.exact_band(values, cond.value, top) if cond.is_count
+                       else quantiles.exact_cutoff(values, cond.value, top))
+            if isinstance(cut, quantiles.Band):
+                bands[k] = cut
+            else:
+                cutoffs[k] = cut
+        if bands:
+            got = ctx.gather(Pass("cutoff_ties", gather_band_shard, {sid: bands for sid in shards}, settings),
+                             "count cut ties")
+            for k, band in bands.items():
+                cutoffs[k] = quantiles.count_cutoff(band, [part[k][0] for part in got], [part[k][1] for part in got],
+                                                    populations[k], fractions[k].value)
     return cutoffs
 
 
@@ -175,11 +201,15 @@ def _cutoff_report(spec: FilterSpec, cutoffs: dict[int, quantiles.Cutoff], appro
     out = []
     for k, cond in enumerate(fraction_conditions(spec)):
         cut = cutoffs[k]
-        out.append({
-            "condition": cond.label(), "column": cond.column, "op": cond.op, "fraction": cond.value,
+        row = {
+            "condition": cond.label(), "column": cond.column, "op": cond.op,
+            "count" if cond.is_count else "fraction": cond.value,
             "within": cond.within or "pool", "threshold": cut.threshold, "population": cut.population,
             "target": cut.target, "approximate": approximate, "rank_error_bound": cut.rank_error_bound,
-        })
+        }
+        if cond.is_count:
+            row["tie_uid"] = cut.tie_uid  # rows at the threshold are kept when uid <= tie_uid (None: all)
+        out.append(row)
     return out
 
 

@@ -16,7 +16,7 @@ from curate.stages.filter.spec import (
     iter_conditions,
 )
 
-NUMERIC_OPS = ("gt", "ge", "lt", "le", "between", "top_fraction", "bottom_fraction")
+NUMERIC_OPS = ("gt", "ge", "lt", "le", "between", "top_fraction", "bottom_fraction", "top_count", "bottom_count")
 
 
 def _kind(t: pa.DataType) -> str:

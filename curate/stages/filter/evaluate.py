@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.stages.filter.clusters import embedding_key
-from curate.stages.filter.quantiles import Cutoff
+from curate.stages.filter.quantiles import Band, Cutoff, rank_band_rows
 from curate.stages.filter.spec import (
     AllCondition,
     AnyCondition,
@@ -157,9 +157,14 @@ class Evaluator:
         # The threshold is a value of the column (or a float32 bin edge), so it is exact in the column's type;
         # a NaN threshold keeps nothing, as `score >= nan` is false in numpy.
         threshold = _scalar_for(cutoff.threshold, col)
-        if op == "top_fraction":
-            return _as_bool(pc.greater_equal(col, threshold))
-        return _as_bool(pc.less_equal(col, threshold))
+        top = op.startswith("top_")
+        if cutoff.tie_uid is None:
+            return _as_bool((pc.greater_equal if top else pc.less_equal)(col, threshold))
+        # A count cut: strictly better rows, and the rows at the threshold up to the tie uid (string order).
+        better = (pc.greater if top else pc.less)(col, threshold)
+        tied = pc.and_(pc.equal(col, threshold),
+                       pc.less_equal(table["uid"], pa.scalar(cutoff.tie_uid, table["uid"].type)))
+        return _as_bool(better) | _as_bool(tied)
 
     def top_masks(self, table: pa.Table) -> list[np.ndarray]:
         return [self.mask(c, table) for c in self.spec.conditions]
@@ -208,18 +213,39 @@ def fraction_values(spec: FilterSpec, ctx: EvalContext, table: pa.Table, which: 
     """The values fraction conditions `which` rank: their column, restricted for `within: survivors`
     to rows passing every earlier top-level condition (whose cut-offs must already be in ctx)."""
     fractions = fraction_conditions(spec)
-    evaluator = Evaluator(spec, ctx)
     out: dict[int, np.ndarray] = {}
     for k in which:
-        cond = fractions[k]
-        col = table[cond.column]
-        values = np.asarray(pc.cast(col, pa.float64()).fill_null(np.nan), dtype=np.float64)
-        if cond.within == "survivors":
-            position = next(i for i, c in enumerate(spec.conditions) if c is cond)
-            keep = combine([evaluator.mask(c, table) for c in spec.conditions[:position]], table.num_rows)
-            values = values[keep]
+        values, keep = _ranked(spec, ctx, table, fractions[k])
         # NaN and null stay: DataComp counts them in N (quantiles.py).
-        out[k] = values
+        out[k] = values if keep is None else values[keep]
+    return out
+
+
+def _ranked(spec: FilterSpec, ctx: EvalContext, table: pa.Table,
+            cond: ColumnCondition) -> tuple[np.ndarray, np.ndarray | None]:
+    """A rank cut's column as float64 (null -> NaN), and for `within: survivors` the mask of the rows
+    passing every earlier top-level condition (None: every row is in the population)."""
+    values = np.asarray(pc.cast(table[cond.column], pa.float64()).fill_null(np.nan), dtype=np.float64)
+    if cond.within != "survivors":
+        return values, None
+    position = next(i for i, c in enumerate(spec.conditions) if c is cond)
+    evaluator = Evaluator(spec, ctx)
+    return values, combine([evaluator.mask(c, table) for c in spec.conditions[:position]], table.num_rows)
+
+
+def band_rows(spec: FilterSpec, ctx: EvalContext, table: pa.Table,
+              bands: dict[int, Band]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For count cuts: this table's population rows inside each cut's band, best first, at most `need`
+    (values, uids); see quantiles.rank_band_rows. Only the band's uids are turned into Python strings."""
+    fractions = fraction_conditions(spec)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k, band in bands.items():
+        values, keep = _ranked(spec, ctx, table, fractions[k])
+        inside = band.within(values) if keep is None else band.within(values) & keep
+        rows = np.flatnonzero(inside)
+        uids = np.asarray(table["uid"].take(pa.array(rows)).to_pylist(), dtype=str) if len(rows) else \
+            np.empty(0, dtype=str)
+        out[k] = rank_band_rows(values[rows], uids, band)
     return out
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.errors import PoolError
+
 BINS = 1 << 16
 
 
@@ -42,6 +44,33 @@ class Cutoff:
     population: int  # N: rows the fraction was taken of, NaN/null scores included (as DataComp counts them)
     target: int  # n = int(N * fraction); the threshold is the value at 0-based rank n
     rank_error_bound: int = 0  # approximate mode: how many extra rows the cut may keep
+    # top_count/bottom_count: rows equal to the threshold are kept only when uid <= tie_uid (string
+    # order); None keeps every tie (fractions, and counts that keep every row with a number).
+    tie_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Band:
+    """Where a count cut's N-th best value lies, from the first gather: rows strictly better than the
+    band are kept outright (`above` of them); the band's rows are ranked by (value, uid) in a second
+    gather. Exact mode: the band is one value; approximate mode: one histogram bin."""
+
+    top: bool
+    value: float | None = None  # exact: rows == value
+    bin: int | None = None  # approximate: rows whose key's 16-bit prefix is this bin
+    above: int = 0
+    need: int = 0  # rows of the band to keep: N - above
+
+    def better(self, values: np.ndarray) -> np.ndarray:
+        if self.bin is not None:
+            prefix = _keys(values) >> 16
+            return ~np.isnan(values) & ((prefix > self.bin) if self.top else (prefix < self.bin))
+        return (values > self.value) if self.top else (values < self.value)
+
+    def within(self, values: np.ndarray) -> np.ndarray:
+        if self.bin is not None:
+            return ~np.isnan(values) & ((_keys(values) >> 16) == self.bin)
+        return values == self.value
 
 
 def _resolve(n_total: int, n_numbers: int, fraction: float, top: bool) -> tuple[int, float | None]:
@@ -63,6 +92,55 @@ def exact_cutoff(values: np.ndarray, fraction: float, top: bool) -> Cutoff:
     # Index n of the descending order == ascending index M-1-n among the M numbers (NaN sort last).
     k = len(numbers) - 1 - n if top else n
     return Cutoff(float(np.partition(numbers, k)[k]), len(values), n)
+
+
+def _all_numbers(n_total: int, top: bool) -> Cutoff:
+    return Cutoff(-np.inf if top else np.inf, n_total, n_total)
+
+
+def exact_band(values: np.ndarray, count: int, top: bool) -> Cutoff | Band:
+    """A count cut from the gathered values: a final Cutoff when it keeps every number, else the band
+    (the single value t of the count-th best row) whose rows the tie pass ranks by uid."""
+    values = np.asarray(values, dtype=np.float64)
+    numbers = values[~np.isnan(values)]
+    if count >= len(numbers):
+        return _all_numbers(len(values), top)
+    k = len(numbers) - count if top else count - 1  # ascending index of the count-th best
+    t = float(np.partition(numbers, k)[k])
+    above = int((numbers > t).sum() if top else (numbers < t).sum())
+    return Band(top, value=t, above=above, need=count - above)
+
+
+def approximate_band(counts: np.ndarray, count: int, top: bool) -> Cutoff | Band:
+    """As exact_band from merged histograms: the band is the bin holding the count-th best value."""
+    bins = counts[:BINS]
+    if count >= int(bins.sum()):
+        return _all_numbers(int(counts.sum()), top)
+    ordered = bins[::-1] if top else bins
+    position = int(np.searchsorted(np.cumsum(ordered), count))  # first running count >= count
+    bin_index = BINS - 1 - position if top else position
+    above = int(ordered[:position].sum())
+    return Band(top, bin=bin_index, above=above, need=count - above)
+
+
+def rank_band_rows(values: np.ndarray, uids: np.ndarray, band: Band) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's rows inside the band, best first (value, then uid ascending), at most band.need of
+    them: the global best `need` of the band are among the union of every shard's best `need`."""
+    order = np.lexsort((uids, -values if band.top else values))[: band.need]
+    return values[order], uids[order]
+
+
+def count_cutoff(band: Band, values: list[np.ndarray], uids: list[np.ndarray], population: int,
+                 count: int) -> Cutoff:
+    """The count cut from every shard's ranked band rows: the need-th of them gives threshold and tie uid."""
+    v = np.concatenate(values) if values else np.empty(0)
+    u = np.concatenate(uids).astype(str) if uids else np.empty(0, dtype=str)
+    order = np.lexsort((u, -v if band.top else v))
+    if len(order) < band.need:  # only when the scores changed between the two gathers
+        raise PoolError(f"count cut: {len(order)} rows in the threshold band but {band.need} needed; "
+                        "did a score table change during the filter run?")
+    last = order[band.need - 1]
+    return Cutoff(float(v[last]), population, count, tie_uid=str(u[last]))
 
 
 def _keys(values: np.ndarray) -> np.ndarray:

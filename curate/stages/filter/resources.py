@@ -68,8 +68,8 @@ def check_training_placement(spec: FilterSpec, sources: SourceMap) -> None:
         for earlier in iter_conditions(spec.conditions[: top[id(cond)]]):
             if (isinstance(earlier, ColumnCondition) and earlier.is_fraction) or isinstance(earlier, ClusterCondition):
                 raise ConfigError(f"{sources.where(cond, 'image_clusters')}: k-means trains on the rows passing the "
-                                  "earlier top-level conditions; those may not use top_fraction/bottom_fraction or "
-                                  "image_clusters (move this condition before them)")
+                                  "earlier top-level conditions; those may not use top/bottom_fraction, "
+                                  "top/bottom_count or image_clusters (move this condition before them)")
 
 
 def gather_embeddings_shard(pool: Pool, shard_id: str, which: list[int],

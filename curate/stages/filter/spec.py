@@ -5,6 +5,7 @@ YAML mapping whose keys say what it is:
 
     {column: lang, eq: en}                       comparison (gt ge lt le eq ne), between, in, not_in
     {column: clip_l14_similarity_score, top_fraction: 0.3}        global rank cut (DataComp)
+    {column: clip_dfn_similarity_score, top_count: 5000}          the N best rows (ties broken by uid)
     {not_duplicate: exact}                        dedup/<method>.parquet flag
     {all: [...]}, {any: [...]}, {not: {...}}      combinators
     {include: basic.yaml}                         another spec's conditions (path relative to this file)
@@ -24,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictInt,
     Tag,
     ValidationError,
     field_validator,
@@ -38,7 +40,9 @@ MAX_SPEC_FILES = 256  # spec files one load_spec may read, each include counted
 COMPARE_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
 RANGE_OPS = ("between", "in", "not_in")
 FRACTION_OPS = ("top_fraction", "bottom_fraction")
-COLUMN_OPS = COMPARE_OPS + RANGE_OPS + FRACTION_OPS
+COUNT_OPS = ("top_count", "bottom_count")
+RANK_OPS = FRACTION_OPS + COUNT_OPS  # global rank cuts: each needs a cut-off computed over the population
+COLUMN_OPS = COMPARE_OPS + RANGE_OPS + RANK_OPS
 OP_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 
 Number = int | float
@@ -67,7 +71,10 @@ class ColumnCondition(_Node):
     not_in: list[Scalar] | None = Field(None, min_length=1)
     top_fraction: float | None = Field(None, ge=0, le=1)
     bottom_fraction: float | None = Field(None, ge=0, le=1)
-    # Population a fraction is taken of: the whole pool (DataComp), or the rows that pass every
+    # Strict: 5000.0 or "5000" is refused rather than silently rounded into a size target.
+    top_count: StrictInt | None = Field(None, ge=1)
+    bottom_count: StrictInt | None = Field(None, ge=1)
+    # Population a fraction (or count) is taken of: the whole pool (DataComp), or the rows that pass every
     # earlier top-level condition of the spec.
     within: Literal["pool", "survivors"] | None = None
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -85,8 +92,8 @@ class ColumnCondition(_Node):
         if len(given) != 1:
             what = "none" if not given else ", ".join(given)
             raise ValueError(f"expected exactly one operator of {', '.join(COLUMN_OPS)}; got {what}")
-        if self.within is not None and given[0] not in FRACTION_OPS:
-            raise ValueError("'within' applies only to top_fraction / bottom_fraction")
+        if self.within is not None and given[0] not in RANK_OPS:
+            raise ValueError("'within' applies only to top_fraction / bottom_fraction / top_count / bottom_count")
         return self
 
     @property
@@ -99,7 +106,12 @@ class ColumnCondition(_Node):
 
     @property
     def is_fraction(self) -> bool:
-        return self.op in FRACTION_OPS
+        """A global rank cut (top/bottom fraction or count): its cut-off is computed before the apply pass."""
+        return self.op in RANK_OPS
+
+    @property
+    def is_count(self) -> bool:
+        return self.op in COUNT_OPS
 
     def label(self) -> str:
         if self.name:
@@ -111,8 +123,10 @@ class ColumnCondition(_Node):
             return f"{value[0]!r} <= {self.column} <= {value[1]!r}"
         if op in ("in", "not_in"):
             return f"{self.column} {op.replace('_', ' ')} {list(value)!r}"
-        side = "top" if op == "top_fraction" else "bottom"
+        side = "top" if op.startswith("top_") else "bottom"
         scope = " of survivors" if self.within == "survivors" else ""
+        if op in COUNT_OPS:
+            return f"{self.column} {side} {value:,}{scope}"
         return f"{self.column} {side} {value * 100:.4g}%{scope}"
 
 
