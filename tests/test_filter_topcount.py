@@ -200,3 +200,52 @@ def test_uid_order_of_numpy_and_arrow_agree() -> None:
     """The apply mask compares uids as Arrow strings; numpy's str order (used for ranking) is the same."""
     uids = pa.array(["b", "a", "ab", "B", "é", "z"])
     assert pc.sort_indices(uids).to_pylist() == np.argsort(np.array(uids.to_pylist(), dtype=str)).tolist()
+
+
+def test_score_ranks_by_a_weighted_sum(pool_dir: str, tmp_path: Path, local_executor: None) -> None:
+    pool = Pool(pool_dir)
+    df = _frame(pool)
+    score = df[DFN].astype("float64") * 1.0 + df.lang_en_score.astype("float64") * 0.2
+    funnel = run(pool, FilterConfig(spec=_spec(
+        tmp_path, f"{{score: {{{DFN}: 1.0, lang_en_score: 0.2}}, top_count: 250}}", name="combo")), quiet=True)
+    kept = _kept(pool, "combo")
+    assert len(kept) == 250 and set(kept) == _best(df, score, 250)
+    assert set(kept) != _best(df, DFN, 250)  # the second term changes the ranking
+    assert funnel["cutoffs"][0]["column"] == f"1*{DFN} + 0.2*lang_en_score"
+    assert funnel["conditions"][0]["condition"] == f"(1*{DFN} + 0.2*lang_en_score) top 250"
+    # A plain comparison on a score, and a missing term (the planted NaN/null DFN rows) makes it missing.
+    run(pool, FilterConfig(spec=_spec(tmp_path, f"{{score: {{{DFN}: 2, lang_en_score: -1}}, ge: 0}}",
+                                      name="combo_ge")), quiet=True)
+    expected = 2.0 * df[DFN].astype("float64") - df.lang_en_score.astype("float64") >= 0
+    assert set(_kept(pool, "combo_ge")) == set(df.uid[expected])
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("{score: {a: 1, b: x}, top_count: 5}", ":3: conditions[0].score.b: expected a number (got 'x')"),
+        ("{score: {a: .nan}, top_count: 5}", ":3: conditions[0].score: weight of 'a' must be a finite number"),
+        ("{score: {a: 1}, eq: 3}", ":3: conditions[0]: a 'score' takes only the numeric operators gt, ge, lt, le, "
+                                   "between, top_fraction, bottom_fraction, top_count, bottom_count; got eq"),
+        ("{score: {a: 1}, column: a, top_count: 5}",
+         ":3: conditions[0]: expected exactly one of 'column' or 'score'"),
+    ],
+)
+@pytest.mark.fault("filter", "a malformed weighted `score` (non-number or non-finite weight, non-numeric operator)",
+                   "one message naming file, line, key and what was expected")
+def test_bad_score_is_one_line(tmp_path: Path, condition: str, expected: str) -> None:
+    path = Path(_spec(tmp_path, condition))
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}{expected}")
+
+
+def test_score_columns_are_checked_against_the_pool(pool_dir: str, tmp_path: Path) -> None:
+    from curate.stages.filter import prepare
+
+    path = _spec(tmp_path, f"{{score: {{{DFN}: 1, lang: 1, nope: 1}}, top_count: 10}}")
+    with pytest.raises(ConfigError) as err:
+        prepare(Pool(pool_dir), path)
+    assert f"{path}:3: conditions[0].score: a score sums numeric columns; 'lang' is string" in str(err.value)
+    assert f"{path}:3: conditions[0].score: unknown column 'nope'" in str(err.value)

@@ -29,7 +29,7 @@ def _write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     [
         ("name: x\nconditions:\n  - {column: a, gt: 1, lt: 2}\n",
          ":3: conditions[0]: expected exactly one operator of gt, ge, lt, le, eq, ne, between, in, not_in, "
-         "top_fraction, bottom_fraction; got gt, lt"),
+         "top_fraction, bottom_fraction, top_count, bottom_count; got gt, lt"),
         ("name: x\nconditions:\n  - column: a\n", ":3: conditions[0]: expected exactly one operator"),
         ("name: x\nconditions:\n  - column: a\n    top_fraction: 1.5\n",
          ":4: conditions[0].top_fraction: Input should be less than or equal to 1 (got 1.5)"),

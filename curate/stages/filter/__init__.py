@@ -202,7 +202,7 @@ def _cutoff_report(spec: FilterSpec, cutoffs: dict[int, quantiles.Cutoff], appro
     for k, cond in enumerate(fraction_conditions(spec)):
         cut = cutoffs[k]
         row = {
-            "condition": cond.label(), "column": cond.column, "op": cond.op,
+            "condition": cond.label(), "column": cond.subject, "op": cond.op,
             "count" if cond.is_count else "fraction": cond.value,
             "within": cond.within or "pool", "threshold": cut.threshold, "population": cut.population,
             "target": cut.target, "approximate": approximate, "rank_error_bound": cut.rank_error_bound,

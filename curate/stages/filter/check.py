@@ -52,6 +52,15 @@ def check_against_pool(spec: FilterSpec, sources: SourceMap, catalog: ColumnCata
             errors.append(f"{sources.where(cond, 'caption_synsets')}: the pool's shards have no caption column")
         if not isinstance(cond, ColumnCondition):
             continue
+        if cond.score is not None:  # the spec grammar allowed only numeric operators on a score
+            for name in cond.score:
+                if name not in catalog.sources:
+                    errors.append(f"{sources.where(cond, 'score')}: unknown column {name!r}; "
+                                  f"columns that exist: {available}")
+                elif _kind(catalog.types[name]) != "number":
+                    errors.append(f"{sources.where(cond, 'score')}: a score sums numeric columns; "
+                                  f"{name!r} is {catalog.types[name]}")
+            continue
         if cond.column not in catalog.sources:
             errors.append(f"{sources.where(cond, 'column')}: unknown column {cond.column!r}; "
                           f"columns that exist: {available}")

@@ -56,7 +56,7 @@ def condition_columns(conditions: list[Any]) -> set[str]:
     out: set[str] = set()
     for cond in iter_conditions(conditions):
         if isinstance(cond, ColumnCondition):
-            out.add(cond.column)
+            out.update(cond.columns)
         elif isinstance(cond, SynsetCondition):
             out.add("caption")
         elif isinstance(cond, ClusterCondition):
@@ -75,7 +75,7 @@ def fraction_columns(spec: FilterSpec, which: list[int]) -> set[str]:
     out: set[str] = set()
     for k in which:
         cond = fractions[k]
-        out.add(cond.column)
+        out.update(cond.columns)
         if cond.within == "survivors":
             position = next(i for i, c in enumerate(spec.conditions) if c is cond)
             out.update(condition_columns(spec.conditions[:position]))
@@ -98,6 +98,19 @@ def _scalar_for(value: Any, column: pa.ChunkedArray | pa.Array) -> pa.Scalar:
     if pa.types.is_integer(column.type) and isinstance(value, float):
         return pa.scalar(value, pa.float64())
     return pa.scalar(value)
+
+
+def condition_values(cond: ColumnCondition, table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """What a column condition compares: its column as stored, or its score, sum(weight * column) in
+    float64, terms added in the spec's order (the same float result on every shard and executor); a
+    null or NaN term makes the score null or NaN, i.e. missing."""
+    if cond.column is not None:
+        return table[cond.column]
+    total: Any = None
+    for name, weight in (cond.score or {}).items():
+        term = pc.multiply(pc.cast(table[name], pa.float64()), pa.scalar(float(weight), pa.float64()))
+        total = term if total is None else pc.add(total, term)
+    return total
 
 
 class Evaluator:
@@ -138,7 +151,7 @@ class Evaluator:
         raise TypeError(f"unresolved condition {cond!r}")
 
     def _column_mask(self, cond: ColumnCondition, table: pa.Table) -> np.ndarray:
-        col = table[cond.column]
+        col = condition_values(cond, table)
         op, value = cond.op, cond.value
         if op in ("gt", "ge", "lt", "le", "eq", "ne"):
             fn = {"gt": pc.greater, "ge": pc.greater_equal, "lt": pc.less, "le": pc.less_equal,
@@ -225,7 +238,7 @@ def _ranked(spec: FilterSpec, ctx: EvalContext, table: pa.Table,
             cond: ColumnCondition) -> tuple[np.ndarray, np.ndarray | None]:
     """A rank cut's column as float64 (null -> NaN), and for `within: survivors` the mask of the rows
     passing every earlier top-level condition (None: every row is in the population)."""
-    values = np.asarray(pc.cast(table[cond.column], pa.float64()).fill_null(np.nan), dtype=np.float64)
+    values = np.asarray(pc.cast(condition_values(cond, table), pa.float64()).fill_null(np.nan), dtype=np.float64)
     if cond.within != "survivors":
         return values, None
     position = next(i for i, c in enumerate(spec.conditions) if c is cond)

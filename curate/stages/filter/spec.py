@@ -6,6 +6,7 @@ YAML mapping whose keys say what it is:
     {column: lang, eq: en}                       comparison (gt ge lt le eq ne), between, in, not_in
     {column: clip_l14_similarity_score, top_fraction: 0.3}        global rank cut (DataComp)
     {column: clip_dfn_similarity_score, top_count: 5000}          the N best rows (ties broken by uid)
+    {score: {clip_dfn_similarity_score: 1.0, lang_en_score: 0.2}, top_count: 5000}   ... by a weighted sum
     {not_duplicate: exact}                        dedup/<method>.parquet flag
     {all: [...]}, {any: [...]}, {not: {...}}      combinators
     {include: basic.yaml}                         another spec's conditions (path relative to this file)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictFloat,
     StrictInt,
     Tag,
     ValidationError,
@@ -43,6 +46,7 @@ FRACTION_OPS = ("top_fraction", "bottom_fraction")
 COUNT_OPS = ("top_count", "bottom_count")
 RANK_OPS = FRACTION_OPS + COUNT_OPS  # global rank cuts: each needs a cut-off computed over the population
 COLUMN_OPS = COMPARE_OPS + RANGE_OPS + RANK_OPS
+SCORE_OPS = ("gt", "ge", "lt", "le", "between", *RANK_OPS)  # what a weighted-sum `score` can be compared with
 OP_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 
 Number = int | float
@@ -57,9 +61,11 @@ class _Node(BaseModel):
 
 
 class ColumnCondition(_Node):
-    """One operator applied to one column (a score column, a shard column or a derived value)."""
+    """One operator applied to one column (a score column, a shard column or a derived value), or to
+    `score`, a weighted sum of numeric columns computed per row in float64."""
 
-    column: str = Field(..., min_length=1)
+    column: str | None = Field(None, min_length=1)
+    score: dict[Annotated[str, Field(min_length=1)], StrictInt | StrictFloat] | None = Field(None, min_length=1)
     gt: Number | None = None
     ge: Number | None = None
     lt: Number | None = None
@@ -86,15 +92,39 @@ class ColumnCondition(_Node):
             raise ValueError(f"expected [low, high] with low <= high, got [{value[0]}, {value[1]}]")
         return value
 
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, value: dict[str, Number] | None) -> dict[str, Number] | None:
+        for name, weight in (value or {}).items():
+            if not math.isfinite(weight):
+                raise ValueError(f"weight of {name!r} must be a finite number, got {weight}")
+        return value
+
     @model_validator(mode="after")
     def _one_operator(self) -> ColumnCondition:
+        if (self.column is None) == (self.score is None):
+            raise ValueError("expected exactly one of 'column' or 'score' (a mapping column: weight)")
         given = [op for op in COLUMN_OPS if getattr(self, _attr(op)) is not None]
         if len(given) != 1:
             what = "none" if not given else ", ".join(given)
             raise ValueError(f"expected exactly one operator of {', '.join(COLUMN_OPS)}; got {what}")
         if self.within is not None and given[0] not in RANK_OPS:
             raise ValueError("'within' applies only to top_fraction / bottom_fraction / top_count / bottom_count")
+        if self.score is not None and given[0] not in SCORE_OPS:
+            raise ValueError(f"a 'score' takes only the numeric operators {', '.join(SCORE_OPS)}; got {given[0]}")
         return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The table columns the condition reads: its column, or every column of its score."""
+        return [self.column] if self.column is not None else list(self.score or {})
+
+    @property
+    def subject(self) -> str:
+        """What is compared, for labels and reports: the column name, or the score as a sum."""
+        if self.column is not None:
+            return self.column
+        return " + ".join(f"{w:g}*{c}" for c, w in (self.score or {}).items())
 
     @property
     def op(self) -> str:
@@ -117,17 +147,18 @@ class ColumnCondition(_Node):
         if self.name:
             return self.name
         op, value = self.op, self.value
+        subject = self.subject if self.column is not None else f"({self.subject})"
         if op in OP_SYMBOLS:
-            return f"{self.column} {OP_SYMBOLS[op]} {value!r}"
+            return f"{subject} {OP_SYMBOLS[op]} {value!r}"
         if op == "between":
-            return f"{value[0]!r} <= {self.column} <= {value[1]!r}"
+            return f"{value[0]!r} <= {subject} <= {value[1]!r}"
         if op in ("in", "not_in"):
-            return f"{self.column} {op.replace('_', ' ')} {list(value)!r}"
+            return f"{subject} {op.replace('_', ' ')} {list(value)!r}"
         side = "top" if op.startswith("top_") else "bottom"
         scope = " of survivors" if self.within == "survivors" else ""
         if op in COUNT_OPS:
-            return f"{self.column} {side} {value:,}{scope}"
-        return f"{self.column} {side} {value * 100:.4g}%{scope}"
+            return f"{subject} {side} {value:,}{scope}"
+        return f"{subject} {side} {value * 100:.4g}%{scope}"
 
 
 class DedupCondition(_Node):
@@ -222,6 +253,7 @@ class IncludeCondition(_Node):
 
 _KIND_KEYS = (
     ("column", "column-condition"),
+    ("score", "column-condition"),
     ("not_duplicate", "dedup-condition"),
     ("caption_synsets", "synset-condition"),
     ("image_clusters", "cluster-condition"),
@@ -241,8 +273,8 @@ def _condition_kind(value: Any) -> str | None:
         }.get(type(value))
     if not isinstance(value, dict):
         return None
-    present = [kind for key, kind in _KIND_KEYS if key in value]
-    return present[0] if len(present) == 1 else None
+    present = {kind for key, kind in _KIND_KEYS if key in value}  # column and score: one kind (its validator
+    return present.pop() if len(present) == 1 else None          # then asks for exactly one of the two)
 
 
 Condition = Annotated[
