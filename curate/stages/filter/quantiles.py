@@ -1,4 +1,5 @@
-"""Global cut-offs for top_fraction / bottom_fraction, exactly or in bounded memory.
+"""Global cut-offs for top_fraction / bottom_fraction / top_count / bottom_count, exactly or in
+bounded memory.
 
 DataComp's rule, as its code computes it (baselines/apply_filter.py, get_threshold and the
 `>= threshold` of load_uids_with_clip_score_helper):
@@ -23,6 +24,12 @@ uint32 key of the float32 value (sign, 8 exponent bits, 7 mantissa bits), plus o
 edge for bottom) of the bin holding the (n+1)-th value, so the kept set is a superset of the exact one and
   - value error: |t_approx - t_exact| < 2^-7 * |t_exact| (one bin; relative, for normal floats),
   - rank error: extra rows kept <= the count of that bin, which is reported as `rank_error_bound`.
+
+Counts (top_count: N) keep exactly N rows: rows better than t, the N-th best value, and the rows
+equal to t whose uid is <= tie_uid (ties by uid ascending). The first gather gives a Band: the value t
+(exact) or the bin holding it (approximate), and how many rows are strictly better; a second gather
+returns each shard's best `need` rows of the band with their uids, and the need-th of their union,
+ranked by (value, uid), is (t, tie_uid). Both modes are exact for counts.
 """
 
 from __future__ import annotations
