@@ -30,13 +30,15 @@ def main() -> None:
     parser.add_argument("--samples-seen", type=int, default=None, help="default: the tiny preset's 8,192")
     parser.add_argument("--dfn-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="the web's seed")
+    parser.add_argument("--extra-spec", action="append", default=[],
+                        help="another filter spec to apply and evaluate as one more arm (repeatable)")
     args = parser.parse_args()
     from curate.demo.emoji import run_emoji_demo
 
     started = time.perf_counter()
     result = run_emoji_demo(Path(args.out), concepts=args.concepts, per_concept=args.links, seed=args.seed,
                             seeds=args.seeds, dfn_steps=args.dfn_steps, eval_per_concept=args.eval_per_concept,
-                            samples_seen=args.samples_seen)
+                            samples_seen=args.samples_seen, extra_specs=args.extra_spec)
     total = time.perf_counter() - started
     ev = result["eval"]
     summary = {

@@ -111,7 +111,8 @@ def test_sections_say_when_their_tables_are_absent(tmp_path) -> None:
     for sec in ("download", "scores", "language", "captions", "image_sizes", "dedup"):
         assert stats[sec]["present"] is False and stats[sec]["absent_reason"], sec
     page = pool.read_bytes("reports/index.html").decode()
-    assert page.count("Absent:") == 10  # every section but the funnel
+    assert page.count("Absent:") == 11  # every section but the funnel
+    assert "no evaluations (evals/<name>/results.json" in page.replace("&lt;", "<").replace("&gt;", ">")
     assert "no dedup tables" in page
 
 

@@ -107,7 +107,8 @@ def print_noise(report: dict[str, Any]) -> None:
 
 def run_emoji_demo(out: Path, *, concepts: int, per_concept: int, seed: int, seeds: int, dfn_steps: int,
                    eval_per_concept: int, samples_seen: int | None = None, wat_files: int = 2,
-                   ray_address: str | None = None) -> dict[str, Any]:
+                   extra_specs: list[str] | None = None, ray_address: str | None = None) -> dict[str, Any]:
+    """Steps 1-5 of the module docstring; `extra_specs` are applied too and evaluated as more arms."""
     from curate.evaluation.config import EvalConfig
     from curate.evaluation.run import run_eval
     from curate.pipeline import run_pipeline
@@ -136,9 +137,17 @@ def run_emoji_demo(out: Path, *, concepts: int, per_concept: int, seed: int, see
         noise = noise_report(pool, web, server.url, subset="emoji")
     pool.write_json(NOISE_JSON, noise)
     print_noise(noise)
+    arms = [{"subset": "emoji"}]
+    for spec in extra_specs or []:
+        from curate.config import FilterConfig
+        from curate.stages.filter import run as run_filter
+        from curate.stages.filter.spec import load_spec
+
+        run_filter(pool, FilterConfig(spec=spec), ray_address=ray_address, quiet=True)
+        arms.append({"subset": load_spec(spec)[0].name})
     train = {"samples_seen": samples_seen} if samples_seen else {}
     eval_cfg = EvalConfig.model_validate({
-        "name": "emoji", "pool": cfg.pool, "arms": [{"subset": "emoji"}], "evalsets": [str(evalset)],
+        "name": "emoji", "pool": cfg.pool, "arms": arms, "evalsets": [str(evalset)],
         "preset": "tiny", "seeds": seeds, "train": train,
     })
     results = run_eval(eval_cfg)
