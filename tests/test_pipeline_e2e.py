@@ -206,7 +206,7 @@ def test_killed_ray_worker_is_retried(reference, small_web, tiny_clip_dir, tmp_p
 
 def test_demo_catches_every_planted_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "curate.demo", "--out", str(tmp_path / "demo"), "--clean", "240",
-                           "--dfn-steps", "150", "--wat-files", "2", "--emoji-concepts", "8", "--emoji-links", "24",
+                           "--dfn-steps", "150", "--wat-files", "2", "--emoji-concepts", "8", "--emoji-links", "60",
                            "--eval-seeds", "2", "--eval-samples-seen", "1024"], capture_output=True, text=True,
                           timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]

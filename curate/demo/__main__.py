@@ -41,8 +41,7 @@ def _routes(resources: dict[str, Resource]):
 
 def train_demo_dfn(out: Path, steps: int) -> Path:
     """Train the demo's DFN on a generated clean set unless a trained model is already there."""
-    from curate.dfn import train_dfn
-    from curate.dfn.config import DFNTrainConfig
+    from curate.demo.tiny_dfn import train_tiny_dfn
 
     # The name carries the training set's version, so a changed demo never reuses a stale DFN.
     run_dir = out / "dfn-scenes-v1"
@@ -51,17 +50,7 @@ def train_demo_dfn(out: Path, steps: int) -> Path:
         console.print(f"[demo] reusing the trained DFN in {model_dir}")
         return model_dir
     write_training_set(out / "hq", 2048, seed=1000)
-    cfg = DFNTrainConfig.model_validate({
-        "data": {"kind": "webdataset", "urls": [str(out / "hq")], "label_field": "class"},
-        "model": {"name": "curate-tiny", "from_scratch": True},
-        "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "warmup_steps": 10, "weight_decay": 0.1,
-                  "loader_workers": 0, "cpu_threads": 2, "log_every": 50},
-        "checkpoint": {"every_steps": 100, "keep_last": 1},
-        "output_dir": str(run_dir),
-    })
-    console.print(f"[demo] training the demo DFN (curate-tiny, {steps} steps) on 2,048 clean pairs")
-    train_dfn(cfg, local=True)
-    return model_dir
+    return train_tiny_dfn(out / "hq", run_dir, steps, "class", "the demo DFN on 2,048 clean pairs")
 
 
 def main(argv: list[str] | None = None) -> int:

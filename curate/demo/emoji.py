@@ -40,8 +40,7 @@ def _routes(web: EmojiWeb):
 
 def train_emoji_dfn(out: Path, concepts: int, seed: int, steps: int) -> Path:
     """A DFN trained on clean pairs of the pool's vendors and concepts, reused when already trained."""
-    from curate.dfn import train_dfn
-    from curate.dfn.config import DFNTrainConfig
+    from curate.demo.tiny_dfn import train_tiny_dfn
 
     run_dir = out / f"dfn-c{concepts}-s{seed}-{steps}-v1"
     model_dir = run_dir / "model"
@@ -51,17 +50,7 @@ def train_emoji_dfn(out: Path, concepts: int, seed: int, steps: int) -> Path:
     hq = out / "hq"
     shutil.rmtree(hq, ignore_errors=True)
     write_clean_pairs(hq, 2048, seed=seed + 1, size=96, concepts=concepts)
-    cfg = DFNTrainConfig.model_validate({
-        "data": {"kind": "webdataset", "urls": [str(hq)], "label_field": "concept"},
-        "model": {"name": "curate-tiny", "from_scratch": True},
-        "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "warmup_steps": 10, "weight_decay": 0.1,
-                  "loader_workers": 0, "cpu_threads": 2, "log_every": 100},
-        "checkpoint": {"every_steps": 100, "keep_last": 1},
-        "output_dir": str(run_dir),
-    })
-    console.print(f"[demo] training the emoji DFN (curate-tiny, {steps} steps) on 2,048 clean pairs")
-    train_dfn(cfg, local=True)
-    return model_dir
+    return train_tiny_dfn(hq, run_dir, steps, "concept", "the emoji DFN on 2,048 clean pairs")
 
 
 def noise_report(pool: Pool, web: EmojiWeb, url_of: Any, subset: str) -> dict[str, Any]:
