@@ -190,3 +190,49 @@ def test_eval_command_needs_pool_subset_and_evalset(tmp_path: Path) -> None:
 
     done = CliRunner().invoke(app, ["eval", "--pool", str(tmp_path)])
     assert done.exit_code != 0 and "give --subset" in str(done.exception)
+
+
+@pytest.mark.fault("eval", "evaluation image in the pool under other bytes (CLIP check)",
+                   "the decontaminate rule's CLIP cosine finds it; error before training")
+def test_clip_contamination_check_finds_a_leak_the_byte_rules_miss(world: dict[str, Any], tmp_path: Path) -> None:
+    """The `clip` rule: eval images embedded with the pool's model, searched against embeddings/<name>/.
+
+    The model is a seeded random curate-tiny in the local-directory layout (as tests/test_dedup_decontaminate.py
+    uses): untrained, it squeezes every cosine towards 1, so only an image that is in the pool, re-encoded,
+    clears a 0.9999 threshold. Exact and pHash rules are switched off so that only the CLIP rule can see it.
+    """
+    import io
+
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from curate.models.loading import load_clip
+    from curate.models.save import save_clip_dir
+    from curate.models.tiny import TINY_MODEL, register_tiny_configs
+    from curate.shards import iter_shard_samples
+    from curate.stages.dedup.embeddings import embedding_array
+
+    register_tiny_configs()
+    torch.manual_seed(0)
+    model_dir = save_clip_dir(open_clip.create_model(TINY_MODEL), open_clip.get_model_config(TINY_MODEL),
+                              tmp_path / "tiny")
+    clip = load_clip(str(model_dir))
+    pool: Pool = world["pool"]
+    for sid in ("00000000", "00000001"):
+        samples = list(iter_shard_samples(pool, sid))
+        pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(s["image"])).convert("RGB")) for s in samples])
+        table = pa.table({"uid": [s["uid"] for s in samples],
+                          "image_embedding": embedding_array(clip.encode_images(pixels).numpy())})
+        pool.write_parquet(f"{layout.embeddings_dir('tiny')}/{sid}.parquet", table)
+    leaked = next(iter_shard_samples(pool, "00000001"))
+    reencoded = encode(Image.open(io.BytesIO(leaked["image"])).convert("RGB"), "PNG")
+    write_evalset(tmp_path / "sneaky", [EvalSample(key="sneaky", image=reencoded, label=0, captions=["x"])],
+                  CLASSES, TEMPLATES)
+    cfg = _config(world, "sneaky", ["clean"]).model_copy(update={"evalsets": [str(tmp_path / "sneaky")]})
+    cfg.contamination = cfg.contamination.model_validate({
+        "exact": False, "phash_max_distance": None,
+        "clip": {"model": str(model_dir), "embeddings": "tiny", "threshold": 0.9999}})
+    with pytest.raises(ConfigError, match=r"sneaky.*CLIP cosine"):
+        run_eval(cfg, quiet=True)
+    assert not pool.exists("evals/sneaky/runs")

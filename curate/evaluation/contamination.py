@@ -98,13 +98,17 @@ def check_disjoint(pool: Pool, samples: PoolSamples, evalset: Any, settings: Con
 
 def _clip_overlap(pool: Pool, evalset: Any, settings: Contamination, hits: list[str]) -> dict[str, Any]:
     from curate import layout
+    from curate.evaluation.metrics import encode_images
+    from curate.models.loading import load_clip
     from curate.stages.dedup.decontaminate import nearest_eval
     from curate.stages.dedup.embeddings import embedding_matrix
-    from curate.stages.dedup.eval_images import embed_eval_images
 
     clip = settings.clip
     assert clip is not None
-    names, eval_emb, _ = embed_eval_images(str(evalset.path), clip.model, clip.pretrained)
+    # The set's own images (already loaded, in key order) with the model that made the pool's embeddings.
+    emb, ok = encode_images(load_clip(clip.model, clip.pretrained), evalset.images, source=str(evalset.path))
+    eval_emb = emb.numpy()[ok]
+    names = [k for k, good in zip(evalset.keys, ok, strict=True) if good]
     rel = layout.embeddings_dir(clip.embeddings)
     if not pool.exists(rel):
         raise ConfigError(f"eval: contamination.clip: {pool.uri(rel)} not found (score with image_embeddings: true)")
