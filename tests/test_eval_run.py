@@ -134,6 +134,7 @@ def test_killed_eval_resumes_to_the_same_results(world: dict[str, Any]) -> None:
     assert not Path(world["pool"].path(layout.eval_results("split"))).exists()
     resumed = run_eval(cfg, quiet=True)
     assert resumed["arms"]["clean"]["metrics"] == whole["arms"]["clean"]["metrics"]
+    assert resumed["arms"]["clean"]["runs"]["0"]["samples_seen"] == 512  # the whole run's, not the resumed part's
 
 
 @pytest.mark.fault("eval", "evaluation set overlaps the pool", "error before any training, naming the images")

@@ -47,8 +47,8 @@ def build_results(config: EvalConfig, preset: Preset, arms: list[Arm], runs: dic
     metric_keys = sorted({k for r in runs.values() for k in r["metrics"]})
     for name, entry in entries.items():
         per_seed = [runs[(name, s)] for s in seeds]
-        entry["runs"] = {str(r["seed"]): {k: r[k] for k in ("metrics", "train_seconds", "final_loss", "samples_seen",
-                                                              "wall_seconds")} for r in per_seed}
+        kept = ("metrics", "train_seconds", "final_loss", "samples_seen", "undecodable_images", "wall_seconds")
+        entry["runs"] = {str(r["seed"]): {k: r.get(k) for k in kept} for r in per_seed}
         entry["metrics"] = {}
         for key in metric_keys:
             values = [r["metrics"][key] for r in per_seed]

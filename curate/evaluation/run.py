@@ -143,7 +143,10 @@ def run_one(config: EvalConfig, pool: Pool, samples: PoolSamples, arm: Arm, seed
     result = {
         "fingerprint": fp, "arm": arm.name, "seed": seed, "samples": arm.size, "digest": digest,
         "metrics": values, "train_seconds": summary.get("seconds"), "final_loss": summary.get("final_loss"),
-        "samples_seen": summary.get("counts", {}).get("samples"), "wall_seconds": time.perf_counter() - started,
+        # From the step reached: a resumed run's own counts cover only the steps since its resume.
+        "samples_seen": int(summary["step"]) * cfg.train.batch_size,
+        "undecodable_images": summary.get("counts", {}).get("undecodable_image", 0),
+        "wall_seconds": time.perf_counter() - started,
         "model_dir": summary["model_dir"],
     }
     pool.write_json(metrics_rel, result)
@@ -183,7 +186,9 @@ def run_eval(config: EvalConfig, *, quiet: bool = False, stop_at_step: int | Non
     _say(f"evaluation sets are disjoint from the pool's {len(samples):,} samples "
          f"(exact and pHash ≤ {config.contamination.phash_max_distance})", quiet)
     steps = preset.samples_seen // preset.batch_size
-    device = config.device or ("cuda" if config.scaling.use_gpu or preset.use_gpu else "cpu")
+    # As for training (curate.evaluation.train): the preset's choice unless scaling.use_gpu is given.
+    use_gpu = config.scaling.use_gpu if "use_gpu" in config.scaling.model_fields_set else preset.use_gpu
+    device = config.device or ("cuda" if use_gpu else "cpu")
     runs = [(arm, seed) for seed in range(config.seeds) for arm in arms if arm.seed in (None, seed)]
     _say(f"{len(runs)} training runs: {preset.model} from scratch, {steps} steps of {preset.batch_size} "
          f"({preset.samples_seen:,} samples seen each), seeds 0-{config.seeds - 1}", quiet)
