@@ -12,41 +12,54 @@ hit is an error naming the first few pairs; the counts go into results.json eith
 from __future__ import annotations
 
 import hashlib
-import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from curate.errors import ConfigError
 from curate.evaluation.arms import PoolSamples
 from curate.evaluation.config import Contamination
 from curate.pool import Pool
-from curate.scorers.image_stats import phash_batch
+from curate.scorers.image_stats import PHASH_VIEW, phash_batch
+from curate.stages.score.decode import decode_image
+
+MAX_PIXELS = 100_000_000  # the pool's images were decoded under the download's own bound already
 
 _BLOCK = 512  # eval images compared with the whole pool at a time (bounds the distance matrix)
 
 
-def _gray32(data: bytes) -> np.ndarray | None:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("L", (64, 64))  # JPEG: decode at reduced size; the hash only needs 32x32
-            return np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
-    except Exception:
-        return None
-
-
 def phashes(images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes of the decodable images, their indices)."""
+    """(hashes of the decodable images, their indices): the image_stats scorer's decode and pHash,
+    so a distance here is the distance the pool's perceptual dedup sees."""
     grays, ok = [], []
     for i, data in enumerate(images):
-        g = _gray32(data)
-        if g is not None:
-            grays.append(g)
+        decoded = decode_image(data, [PHASH_VIEW], MAX_PIXELS)
+        if decoded.ok:
+            grays.append(decoded.views[PHASH_VIEW.column])
             ok.append(i)
     if not grays:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     return phash_batch(np.stack(grays)), np.asarray(ok, np.int64)
+
+
+@dataclass
+class PoolHashes:
+    """The pool's side of every byte rule, computed once however many evaluation sets are checked."""
+
+    uids: list[str]
+    sha: dict[str, str] | None  # sha256 hex -> uid
+    phash: np.ndarray | None
+    phash_rows: np.ndarray | None  # the pool row of each hash (undecodable images have none)
+
+
+def pool_hashes(samples: PoolSamples, settings: Contamination) -> PoolHashes:
+    images = samples.table["jpg"].to_pylist()
+    uids = samples.table["uid"].to_pylist()
+    sha = ({hashlib.sha256(b).hexdigest(): u for b, u in zip(images, uids, strict=True)} if settings.exact
+           else None)
+    phash, rows = phashes(images) if settings.phash_max_distance is not None else (None, None)
+    return PoolHashes(uids, sha, phash, rows)
 
 
 def nearest_hamming(queries: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,24 +76,23 @@ def nearest_hamming(queries: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, 
     return best, where
 
 
-def check_disjoint(pool: Pool, samples: PoolSamples, evalset: Any, settings: Contamination) -> dict[str, Any]:
+def check_disjoint(pool: Pool, hashes: PoolHashes, evalset: Any, settings: Contamination) -> dict[str, Any]:
     """Compare one evaluation set with the pool; ConfigError on any overlap, else the report."""
-    pool_images = samples.table["jpg"].to_pylist()
-    pool_uids = samples.table["uid"].to_pylist()
+    pool_uids = hashes.uids
     report: dict[str, Any] = {"evalset": evalset.name, "eval_images": len(evalset.images),
-                              "pool_samples": len(pool_images)}
+                              "pool_samples": len(pool_uids)}
     hits: list[str] = []
-    if settings.exact:
-        pool_sha = {hashlib.sha256(b).hexdigest(): u for b, u in zip(pool_images, pool_uids, strict=True)}
+    if hashes.sha is not None:
+        pool_sha = hashes.sha
         exact = [(k, pool_sha[h]) for k, h in ((k, hashlib.sha256(b).hexdigest())
                                                 for k, b in zip(evalset.keys, evalset.images, strict=True))
                  if h in pool_sha]
         report["exact_overlap"] = len(exact)
         hits += [f"{k} = pool uid {u} (identical bytes)" for k, u in exact[:3]]
-    if settings.phash_max_distance is not None:
+    if settings.phash_max_distance is not None and hashes.phash is not None and hashes.phash_rows is not None:
         eval_hash, eval_ok = phashes(evalset.images)
-        pool_hash, pool_ok = phashes(pool_images)
-        dist, where = nearest_hamming(eval_hash, pool_hash)
+        pool_ok = hashes.phash_rows
+        dist, where = nearest_hamming(eval_hash, hashes.phash)
         close = np.flatnonzero(dist <= settings.phash_max_distance)
         report["phash_max_distance"] = settings.phash_max_distance
         report["phash_overlap"] = len(close)

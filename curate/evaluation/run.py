@@ -37,7 +37,7 @@ from curate.evaluation.arms import (
     read_pool_samples,
 )
 from curate.evaluation.config import EvalConfig
-from curate.evaluation.contamination import check_disjoint
+from curate.evaluation.contamination import check_disjoint, pool_hashes
 from curate.evaluation.presets import Preset
 from curate.pool import Pool
 from curate.progress import console
@@ -182,7 +182,8 @@ def run_eval(config: EvalConfig, *, quiet: bool = False, stop_at_step: int | Non
         f"{es.name} ({len(es.images)} images; {' + '.join(es.tasks)})" for es in evalsets), quiet)
     samples = read_pool_samples(pool)
     arms = plan_arms(config, pool, samples, preset)
-    contamination = [check_disjoint(pool, samples, es, config.contamination) for es in evalsets]
+    hashes = pool_hashes(samples, config.contamination)
+    contamination = [check_disjoint(pool, hashes, es, config.contamination) for es in evalsets]
     _say(f"evaluation sets are disjoint from the pool's {len(samples):,} samples "
          f"(exact and pHash ≤ {config.contamination.phash_max_distance})", quiet)
     steps = preset.samples_seen // preset.batch_size
